@@ -1,0 +1,1 @@
+"""Data only: settings, wire records, the classification schema and error codes. No I/O."""

@@ -1,0 +1,164 @@
+"""Events on the topics, as pydantic models serialised to plain JSON.
+
+Why not ``faust.Record``: the input and output topics are wire contracts with producers and consumers that are
+not Faust (kcat, a Java client, the API). Plain JSON without Faust metadata, validated on the way in, lets a
+malformed event become a ``failed`` result with a reason instead of a deserialisation crash inside the stream.
+Topics therefore carry raw bytes and each agent decodes with the model below.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from models.classification import WasteClassification
+from models.errors import ErrorCode
+
+PHASH_HEX_LEN = 64  # 256-bit pHash (hash_size=16)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- waste.uploads.completed (key = job_id) -------------------------------------------------------------------
+
+
+class UploadCompleted(_Event):
+    """Written by the API (or any producer) once the photo is in the bucket."""
+
+    job_id: str = Field(min_length=1, max_length=128)
+    bucket: str = Field(min_length=1, max_length=255)
+    key: str = Field(min_length=1, max_length=1024)
+    content_type: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    uploaded_at: AwareDatetime | None = None
+
+
+# --- shared parts ---------------------------------------------------------------------------------------------
+
+
+class FetchSource(StrEnum):
+    CDN = "cdn"
+    S3 = "s3"
+
+
+class FetchInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: FetchSource
+    cdn_cache: Literal["hit", "miss", "unknown"] = "unknown"
+    bytes: int = 0
+    cdn_age_s: int | None = None
+    cdn_error: str | None = None  # why the CDN was skipped, when S3 served it
+
+
+class CacheSource(StrEnum):
+    TABLE = "table"  # this partition's Faust table
+    REDIS = "redis"  # the shared cache
+    INFLIGHT = "inflight"  # waited on another job's model call for the same hash
+    MODEL = "model"  # this job paid for the model call
+
+
+class CacheInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    hit: bool
+    source: CacheSource
+    phash: str
+    distance: int = 0
+    reused_job_id: str | None = None  # the job whose model call produced this answer, when it is not this job
+    model_version: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+
+
+# --- waste.images.hashed (key = phash) ------------------------------------------------------------------------
+
+
+class ImageHashed(_Event):
+    job_id: str
+    bucket: str
+    key: str
+    phash: str = Field(min_length=PHASH_HEX_LEN, max_length=PHASH_HEX_LEN)
+    image_url: str
+    fetch: FetchInfo
+    received_at: AwareDatetime
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    # Downscaled JPEG (base64) for the model, only when VISION_IMAGE_MODE=data_url; a few tens of KB.
+    thumbnail_b64: str | None = None
+
+
+# --- waste.vision.requests (key = phash) ----------------------------------------------------------------------
+
+
+class VisionRequest(_Event):
+    """Ask for one paid model call for ``phash``; ``job`` is the job that owns the call."""
+
+    phash: str
+    job: ImageHashed
+    requested_at: AwareDatetime
+
+
+# --- cache entry (Redis value and Faust table value) ----------------------------------------------------------
+
+
+class CachedClassification(_Event):
+    phash: str
+    classification: WasteClassification
+    model_version: str
+    job_id: str  # the job whose model call produced it
+    created_at: AwareDatetime
+
+
+# --- waste.analysis.results (key = job_id) --------------------------------------------------------------------
+
+
+class JobStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AnalysisResult(_Event):
+    """The one terminal result of a job."""
+
+    job_id: str
+    status: JobStatus
+    classification: WasteClassification | None
+    cache: CacheInfo | None
+    fetch: FetchInfo | None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    image_key: str | None = None
+    image_url: str | None = None
+    completed_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+# --- waste.dead-letter (key = job_id when known) --------------------------------------------------------------
+
+
+class DeadLetter(_Event):
+    job_id: str | None
+    code: ErrorCode
+    message: str
+    stage: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    original: str  # the original event, decoded as UTF-8 with replacement
+    failed_at: AwareDatetime = Field(default_factory=utcnow)

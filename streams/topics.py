@@ -1,0 +1,15 @@
+"""Topic names: the one place they are spelled. The API imports this module too, so it must stay free of Faust.
+
+Keys: job_id for per-job topics; pHash after hashing, so every copy of one image lands on one partition and
+deduplication needs no distributed lock.
+"""
+
+from __future__ import annotations
+
+UPLOADS_COMPLETED = "waste.uploads.completed"  # key job_id; the input contract
+IMAGES_HASHED = "waste.images.hashed"  # key phash
+VISION_REQUESTS = "waste.vision.requests"  # key phash
+ANALYSIS_RESULTS = "waste.analysis.results"  # key job_id; the output contract
+DEAD_LETTER = "waste.dead-letter"  # key job_id when known
+
+ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER)
