@@ -1,0 +1,1 @@
+"""Processing: one module per agent. Nothing imports these; Faust's autodiscovery does."""

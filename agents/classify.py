@@ -1,0 +1,117 @@
+"""vision.requests -> one paid model call per distinct pHash -> Redis + table -> results for the job and its waiters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from models.errors import ErrorCode, PipelineError
+from models.records import CacheInfo, CacheSource, CachedClassification, ImageHashed, VisionRequest, utcnow
+from models.settings import VisionImageMode
+from streams import metrics, resources, tables, topics
+from streams.app import app
+from streams.channels import vision_requests_topic
+from streams.imaging import thumbnail_data_url
+from streams.outcomes import dead_letter, done_result, failed_result, publish_result
+
+log = logging.getLogger(__name__)
+
+# Model calls take seconds; this many run at once per worker (the client also caps them: VISION_CONCURRENCY).
+CLASSIFY_CONCURRENCY = 32
+
+
+@app.agent(vision_requests_topic, concurrency=CLASSIFY_CONCURRENCY)
+async def classify(stream: Any) -> None:
+    async for event in stream.events():
+        try:
+            request = VisionRequest.model_validate_json(event.value)
+        except ValidationError as exc:
+            await dead_letter(job_id=None, code=ErrorCode.INTERNAL_ERROR, message=f"bad vision request: {exc}",
+                              stage="classify", topic=topics.VISION_REQUESTS, partition=event.message.partition,
+                              offset=event.message.offset, original=event.value)
+            continue
+        await answer_request(request)
+
+
+async def answer_request(request: VisionRequest) -> None:
+    res = await resources.ready()
+    settings = res.settings
+    job = request.job
+    # A redelivered request (after a crash or rebalance) may already be answered: never pay twice for it.
+    entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
+                                model_version=settings.model_version) or await res.cache.get(request.phash)
+    if entry is not None:
+        await _answer_all(request, entry, paid=False)
+        return
+    image_ref = (
+        thumbnail_data_url(_b64decode(job.thumbnail_b64))
+        if settings.vision_image_mode is VisionImageMode.DATA_URL and job.thumbnail_b64
+        else job.image_url
+    )
+    started = time.monotonic()
+    try:
+        answer = await res.vision.classify(image_ref)
+    except PipelineError as exc:
+        metrics.model_calls_total.labels(outcome=exc.code.value).inc()
+        await _fail_all(request, exc.code, exc.message)
+        return
+    except Exception as exc:
+        log.exception("job_id=%s phash=%s: unexpected error in the model call", job.job_id, request.phash)
+        await _fail_all(request, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+        return
+    metrics.model_calls_total.labels(outcome="ok").inc()
+    metrics.model_latency_seconds.observe(time.monotonic() - started)
+    entry = CachedClassification(phash=request.phash, classification=answer.classification,
+                                 model_version=settings.model_version, job_id=job.job_id, created_at=utcnow())
+    await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
+    tables.remember_result(entry)
+    await _answer_all(request, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
+
+
+def _jobs_to_answer(request: VisionRequest) -> list[ImageHashed]:
+    """The requesting job and everyone who waited on this pHash, each once."""
+    inflight = tables.finish_inflight(request.phash)
+    jobs = [request.job, *(inflight.waiters if inflight else [])]
+    if inflight is not None and inflight.owner.job_id != request.job.job_id:
+        jobs.append(inflight.owner)  # the call was re-issued by another job; answer it too
+    seen: set[str] = set()
+    unique = []
+    for job in jobs:
+        if job.job_id not in seen:
+            seen.add(job.job_id)
+            unique.append(job)
+    return unique
+
+
+async def _answer_all(request: VisionRequest, entry: CachedClassification, *, paid: bool,
+                      model_ms: float | None = None, attempts: int | None = None) -> None:
+    for job in _jobs_to_answer(request):
+        is_owner = paid and job.job_id == request.job.job_id
+        source = CacheSource.MODEL if is_owner else CacheSource.INFLIGHT
+        cache = CacheInfo(hit=not is_owner, source=source, phash=request.phash, model_version=entry.model_version,
+                          reused_job_id=None if is_owner else entry.job_id)
+        timings: dict[str, float] = {"wait": round((utcnow() - job.received_at).total_seconds() * 1000, 2)}
+        if model_ms is not None:
+            timings["model"] = round(model_ms, 2)
+        if is_owner and attempts is not None:
+            timings["model_attempts"] = attempts
+        await publish_result(done_result(job, entry.classification, cache, timings))
+
+
+async def _fail_all(request: VisionRequest, code: ErrorCode, message: str) -> None:
+    jobs = _jobs_to_answer(request)
+    await dead_letter(job_id=request.job.job_id, code=code, message=message, stage="classify",
+                      topic=topics.VISION_REQUESTS, partition=None, offset=None,
+                      original=request.model_dump_json(exclude={"job": {"thumbnail_b64"}}))
+    for job in jobs:
+        await publish_result(failed_result(job.job_id, code, message, key=job.key, image_url=job.image_url,
+                                           fetch=job.fetch))
+
+
+def _b64decode(value: str) -> bytes:
+    import base64
+
+    return base64.b64decode(value)

@@ -1,0 +1,90 @@
+"""uploads.completed -> fetch (CDN, S3 fallback) -> decode + pHash in the executor -> images.hashed (key=phash)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from models.errors import ErrorCode, PipelineError
+from models.records import ImageHashed, UploadCompleted, utcnow
+from models.settings import VisionImageMode
+from streams import metrics, resources, topics
+from streams.app import app
+from streams.channels import images_hashed_topic, uploads_completed_topic
+from streams.fetch import cdn_url
+from streams.imaging import hash_image
+from streams.outcomes import dead_letter, failed_result, publish_result
+
+log = logging.getLogger(__name__)
+
+# Fetches are I/O-bound: several per worker overlap network waits. Job order does not matter in this step.
+FETCH_CONCURRENCY = 8
+
+
+@app.agent(uploads_completed_topic, concurrency=FETCH_CONCURRENCY)
+async def fetch_and_hash(stream: Any) -> None:
+    async for event in stream.events():
+        await process_upload(event.key, event.value, event.message.partition, event.message.offset)
+
+
+async def process_upload(key: str | bytes | None, value: bytes, partition: int | None, offset: int | None) -> None:
+    """Handle one upload-complete event; every outcome is either an ImageHashed event or a failed result."""
+    received_at = utcnow()
+    metrics.events_total.labels(stage="upload").inc()
+    job_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    try:
+        upload = UploadCompleted.model_validate_json(value)
+    except ValidationError as exc:
+        message = f"invalid upload-complete event: {exc.errors()[0]['msg'] if exc.errors() else exc}"
+        await _fail(job_key, ErrorCode.INVALID_EVENT, message, value, partition, offset)
+        return
+    res = await resources.ready()
+    settings = res.settings
+    try:
+        started = time.monotonic()
+        fetched = await res.fetcher.fetch(upload.bucket, upload.key)
+        fetch_ms = (time.monotonic() - started) * 1000
+        metrics.fetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
+        started = time.monotonic()
+        hashed = await asyncio.get_running_loop().run_in_executor(
+            res.executor,
+            functools.partial(
+                hash_image, fetched.data, max_pixels=settings.max_image_pixels,
+                with_thumbnail=settings.vision_image_mode is VisionImageMode.DATA_URL,
+            ),
+        )
+        hash_ms = (time.monotonic() - started) * 1000
+    except PipelineError as exc:
+        await _fail(upload.job_id, exc.code, exc.message, value, partition, offset, image_key=upload.key)
+        return
+    except Exception as exc:  # a bug must not lose the job: answer it, keep the traceback
+        log.exception("job_id=%s partition=%s offset=%s: unexpected error", upload.job_id, partition, offset)
+        await _fail(upload.job_id, ErrorCode.INTERNAL_ERROR, type(exc).__name__, value, partition, offset,
+                    image_key=upload.key)
+        return
+    metrics.stage_seconds.labels(stage="fetch").observe(fetch_ms / 1000)
+    metrics.stage_seconds.labels(stage="hash").observe(hash_ms / 1000)
+    thumbnail = base64.b64encode(hashed.thumbnail_jpeg).decode("ascii") if hashed.thumbnail_jpeg else None
+    event = ImageHashed(
+        job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=hashed.phash,
+        image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at,
+        timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2)}, thumbnail_b64=thumbnail,
+    )
+    log.debug("job_id=%s phash=%s source=%s", upload.job_id, hashed.phash, fetched.info.source)
+    await images_hashed_topic.send(key=hashed.phash, value=event.to_bytes())
+
+
+async def _fail(job_id: str | None, code: ErrorCode, message: str, original: bytes, partition: int | None,
+                offset: int | None, *, image_key: str | None = None) -> None:
+    await dead_letter(job_id=job_id, code=code, message=message, stage="fetch_hash",
+                      topic=topics.UPLOADS_COMPLETED, partition=partition, offset=offset, original=original)
+    if job_id:
+        await publish_result(failed_result(job_id, code, message, key=image_key))
+    else:
+        log.error("partition=%s offset=%s: event without a job id dead-lettered (%s)", partition, offset, code)

@@ -1,0 +1,129 @@
+"""CDN-first image fetch with an S3 fallback, reporting which source served the bytes and the edge's X-Cache.
+
+Order (DESIGN.md §3): GET ``{CDN_BASE_URL}/{key}`` with one shared aiohttp session; on a connection error,
+timeout, 5xx, 403/404 or a truncated body, log a warning and read the object with S3 GetObject (aiobotocore).
+``CDN_ENABLED=false`` reads S3 only (a worker in the bucket's region pays nothing for S3 transfer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+
+from models.errors import ErrorCode, PipelineError
+from models.records import FetchInfo, FetchSource
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedImage:
+    data: bytes
+    info: FetchInfo
+
+
+class _CdnUnusable(Exception):
+    """The edge could not serve this object; S3 may still have it."""
+
+
+def parse_cdn_cache(headers: Any) -> Literal["hit", "miss", "unknown"]:
+    """One parser for CloudFront (``Hit from cloudfront``, ``RefreshHit ...``) and the local edge (``HIT``)."""
+    token = (headers.get("X-Cache") or "").split(" ")[0].strip().lower()
+    if token in ("hit", "refreshhit"):
+        return "hit"
+    if token == "miss":
+        return "miss"
+    return "unknown"
+
+
+def cdn_url(settings: Settings, key: str) -> str:
+    return f"{settings.cdn_base_url}/{quote(key, safe='/')}"
+
+
+class ImageFetcher:
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession, s3: Any) -> None:
+        self._settings = settings
+        self._http = http
+        self._s3 = s3
+
+    async def fetch(self, bucket: str, key: str) -> FetchedImage:
+        settings = self._settings
+        cdn_error: str | None = None
+        # The edge fronts one bucket; an event for another bucket can only be read from S3.
+        if settings.cdn_enabled and bucket == settings.s3_bucket_name:
+            try:
+                return await self._from_cdn(key)
+            except _CdnUnusable as exc:
+                cdn_error = str(exc)
+                log.warning("CDN fetch failed for key=%s (%s); falling back to S3", key, cdn_error)
+        data = await self._from_s3(bucket, key)
+        return FetchedImage(data, FetchInfo(source=FetchSource.S3, bytes=len(data), cdn_error=cdn_error))
+
+    async def _from_cdn(self, key: str) -> FetchedImage:
+        url = cdn_url(self._settings, key)
+        timeout = aiohttp.ClientTimeout(total=self._settings.fetch_timeout_seconds)
+        try:
+            async with self._http.get(url, timeout=timeout) as resp:
+                if resp.status >= 300:
+                    raise _CdnUnusable(f"HTTP {resp.status}")
+                self._check_declared_size(resp.content_length)
+                data = await _read_capped(resp.content, self._settings.max_image_bytes)
+                if resp.content_length is not None and len(data) != resp.content_length:
+                    raise _CdnUnusable(f"truncated body: {len(data)} of {resp.content_length} bytes")
+                age = resp.headers.get("Age")
+                info = FetchInfo(
+                    source=FetchSource.CDN,
+                    cdn_cache=parse_cdn_cache(resp.headers),
+                    bytes=len(data),
+                    cdn_age_s=int(age) if age and age.isdigit() else None,
+                )
+                return FetchedImage(data, info)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _CdnUnusable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _from_s3(self, bucket: str, key: str) -> bytes:
+        try:
+            resp = await asyncio.wait_for(
+                self._s3.get_object(Bucket=bucket, Key=key), timeout=self._settings.fetch_timeout_seconds
+            )
+        except asyncio.TimeoutError as exc:
+            raise PipelineError(ErrorCode.FETCH_FAILED, "S3 GetObject timed out") from exc
+        except Exception as exc:  # botocore raises ClientError subclasses built at run time
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+                raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, f"s3://{bucket}/{key} does not exist") from exc
+            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 GetObject failed: {code or type(exc).__name__}") from exc
+        self._check_declared_size(resp.get("ContentLength"))
+        async with resp["Body"] as body:
+            data: bytes = await asyncio.wait_for(
+                body.read(self._settings.max_image_bytes + 1), timeout=self._settings.fetch_timeout_seconds
+            )
+        if len(data) > self._settings.max_image_bytes:
+            raise PipelineError(ErrorCode.IMAGE_TOO_LARGE, "object is over the size limit")
+        return data
+
+    def _check_declared_size(self, size: int | None) -> None:
+        if size is not None and size > self._settings.max_image_bytes:
+            raise PipelineError(
+                ErrorCode.IMAGE_TOO_LARGE, f"object is {size} bytes, limit {self._settings.max_image_bytes}"
+            )
+
+
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """Read at most ``cap`` bytes; a body that would go past it is refused without buffering it all."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in stream.iter_chunked(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+            raise PipelineError(ErrorCode.IMAGE_TOO_LARGE, f"object is over the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the worker, served at ``/metrics`` on the Faust web port."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+events_total = Counter("waste_events_total", "Events processed, by stage", ["stage"])
+cache_lookups_total = Counter("waste_cache_lookups_total", "Dedupe outcomes, by source", ["source"])
+results_total = Counter("waste_results_total", "Terminal results published", ["status", "source"])
+failures_total = Counter("waste_failures_total", "Failed jobs, by error code", ["code"])
+model_calls_total = Counter("waste_model_calls_total", "Paid vision-model calls, by outcome", ["outcome"])
+model_latency_seconds = Histogram(
+    "waste_model_latency_seconds", "Vision-model latency including retries",
+    buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 30, 60),
+)
+fetch_total = Counter("waste_fetch_total", "Image fetches, by source and edge cache status", ["source", "cdn_cache"])
+stage_seconds = Histogram(
+    "waste_stage_seconds", "Time per stage", ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,67 @@
+"""Build and publish the terminal result of a job, and dead-letter what could not be processed.
+
+Every job ends with exactly one ``AnalysisResult``; failures also go to the dead-letter topic with the
+original event, so an operator can replay them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from models.classification import WasteClassification
+from models.errors import ErrorCode
+from models.records import (
+    AnalysisResult,
+    CacheInfo,
+    DeadLetter,
+    ErrorInfo,
+    FetchInfo,
+    ImageHashed,
+    JobStatus,
+    utcnow,
+)
+from streams import metrics
+from streams.channels import analysis_results_topic, dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+
+def elapsed_ms(since: datetime) -> float:
+    return round((utcnow() - since).total_seconds() * 1000, 2)
+
+
+def done_result(job: ImageHashed, classification: WasteClassification, cache: CacheInfo,
+                timings_ms: dict[str, float]) -> AnalysisResult:
+    timings = {**job.timings_ms, **timings_ms, "total": elapsed_ms(job.received_at)}
+    return AnalysisResult(
+        job_id=job.job_id, status=JobStatus.DONE, classification=classification, cache=cache,
+        fetch=job.fetch, timings_ms=timings, image_key=job.key, image_url=job.image_url,
+    )
+
+
+def failed_result(job_id: str, code: ErrorCode, message: str, *, key: str | None = None,
+                  image_url: str | None = None, fetch: FetchInfo | None = None, cache: CacheInfo | None = None,
+                  timings_ms: dict[str, float] | None = None) -> AnalysisResult:
+    return AnalysisResult(
+        job_id=job_id, status=JobStatus.FAILED, classification=None, cache=cache, fetch=fetch,
+        timings_ms=timings_ms or {}, error=ErrorInfo(code=code, message=message),
+        image_key=key, image_url=image_url,
+    )
+
+
+async def publish_result(result: AnalysisResult) -> None:
+    await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
+    metrics.results_total.labels(status=result.status.value,
+                                 source=result.cache.source.value if result.cache else "none").inc()
+    if result.error is not None:
+        metrics.failures_total.labels(code=result.error.code.value).inc()
+        log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
+
+
+async def dead_letter(*, job_id: str | None, code: ErrorCode, message: str, stage: str, topic: str,
+                      partition: int | None, offset: int | None, original: bytes | str) -> None:
+    text = original.decode("utf-8", errors="replace") if isinstance(original, bytes) else original
+    letter = DeadLetter(job_id=job_id, code=code, message=message, stage=stage, topic=topic,
+                        partition=partition, offset=offset, original=text[:100_000])
+    await dead_letter_topic.send(key=job_id, value=letter.to_bytes())

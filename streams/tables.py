@@ -1,0 +1,98 @@
+"""Partition-local state of the dedupe step, keyed by pHash (co-partitioned with the pHash-keyed topics).
+
+- ``results_by_phash``: recent classifications, so repeats skip even the Redis round trip.
+- ``inflight_by_phash``: hashes whose model call is under way, with the jobs waiting on it.
+
+Faust tables have no per-key TTL: every value carries ``stored_at`` and readers treat old entries as absent;
+a timer in ``agents/dedupe.py`` deletes them. ``use_partitioner`` lets that timer delete outside a stream; it
+picks the same partition as the producer did for the event, since keys are the same raw UTF-8 pHash bytes.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.app import app
+
+# Raw UTF-8 keys, like the topics: the partitioner then maps a pHash to the same partition everywhere.
+_SCHEMA = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+
+results_by_phash = app.Table(
+    "results-by-phash",
+    schema=_SCHEMA,
+    use_partitioner=True,
+    help="pHash -> {entry: CachedClassification, stored_at: epoch seconds}",
+)
+
+inflight_by_phash = app.Table(
+    "inflight-by-phash",
+    schema=_SCHEMA,
+    use_partitioner=True,
+    help="pHash -> {owner: job_id, requested_at: epoch seconds, waiters: [ImageHashed JSON]}",
+)
+
+
+# --- typed access ---------------------------------------------------------------------------------------------
+# Reads and writes below are synchronous on purpose: between two awaits nothing else runs on the loop, so a
+# read-modify-write of one pHash's entry is atomic for the agents that share this worker's partitions.
+
+import time  # noqa: E402
+
+from models.records import CachedClassification, ImageHashed  # noqa: E402
+
+
+def fresh_result(phash: str, *, ttl_seconds: float, model_version: str) -> CachedClassification | None:
+    value = results_by_phash.get(phash)
+    if not value:
+        return None
+    if time.time() - value["stored_at"] > ttl_seconds:
+        del results_by_phash[phash]
+        return None
+    entry = CachedClassification.model_validate(value["entry"])
+    return entry if entry.model_version == model_version else None
+
+
+def remember_result(entry: CachedClassification) -> None:
+    results_by_phash[entry.phash] = {"entry": entry.model_dump(mode="json"), "stored_at": time.time()}
+
+
+def forget_result(phash: str) -> None:
+    results_by_phash.pop(phash, None)
+
+
+class Inflight:
+    """A model call under way for one pHash: who owns it, when it was asked, and who waits on it."""
+
+    def __init__(self, value: dict) -> None:  # type: ignore[type-arg]
+        self.owner = ImageHashed.model_validate(value["owner"])
+        self.requested_at: float = value["requested_at"]
+        self.attempts: int = value.get("attempts", 1)
+        self.waiters = [ImageHashed.model_validate(w) for w in value.get("waiters", [])]
+
+    def age(self) -> float:
+        return time.time() - self.requested_at
+
+
+def get_inflight(phash: str) -> Inflight | None:
+    value = inflight_by_phash.get(phash)
+    return Inflight(value) if value else None
+
+
+def start_inflight(owner: ImageHashed, waiters: list[ImageHashed], attempts: int = 1) -> None:
+    inflight_by_phash[owner.phash] = {
+        "owner": owner.model_dump(mode="json"),
+        "requested_at": time.time(),
+        "attempts": attempts,
+        "waiters": [w.model_dump(mode="json", exclude={"thumbnail_b64"}) for w in waiters],
+    }
+
+
+def add_waiter(phash: str, job: ImageHashed) -> None:
+    value = dict(inflight_by_phash[phash])
+    value["waiters"] = [*value.get("waiters", []), job.model_dump(mode="json", exclude={"thumbnail_b64"})]
+    inflight_by_phash[phash] = value  # reassign: Faust writes the changelog on set, not on nested mutation
+
+
+def finish_inflight(phash: str) -> Inflight | None:
+    value = inflight_by_phash.pop(phash, None)
+    return Inflight(value) if value else None

@@ -1,0 +1,65 @@
+"""The fast hashing path: agrees with the original design's full-decode pHash, and refuses bad images clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import ErrorCode, PipelineError
+from streams.imaging import full_decode_phash, hamming_distance, hash_image
+from tests import samples
+
+MAX_PIXELS = 50_000_000
+
+
+def test_draft_hash_agrees_with_full_decode_on_every_shared_photo() -> None:
+    distances = []
+    for path in samples.photos():
+        data = path.read_bytes()
+        distances.append(hamming_distance(hash_image(data, max_pixels=MAX_PIXELS).phash, full_decode_phash(data)))
+    assert len(distances) >= 300
+    assert max(distances) <= 6, f"worst disagreement {max(distances)} bits"
+
+
+def test_hash_is_256_bits_hex() -> None:
+    digest = hash_image(samples.photo_bytes(), max_pixels=MAX_PIXELS).phash
+    assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_exif_rotated_photo_hashes_like_the_upright_one() -> None:
+    upright = samples.photo_bytes(3)
+    rotated = samples.exif_rotated(upright)
+    a = hash_image(upright, max_pixels=MAX_PIXELS).phash
+    b = hash_image(rotated, max_pixels=MAX_PIXELS).phash
+    assert hamming_distance(a, b) <= 8
+
+
+def test_thumbnail_is_a_small_jpeg() -> None:
+    hashed = hash_image(samples.photo_bytes(), max_pixels=MAX_PIXELS, with_thumbnail=True)
+    assert hashed.thumbnail_jpeg is not None and hashed.thumbnail_jpeg[:2] == b"\xff\xd8"
+    assert len(hashed.thumbnail_jpeg) < 120_000
+
+
+@pytest.mark.parametrize(
+    "make",
+    [samples.cmyk_jpeg, samples.png_16bit, samples.png_alpha, samples.animated_gif],
+    ids=["cmyk-jpeg", "png-16bit", "png-alpha", "animated-gif"],
+)
+def test_unusual_but_valid_images_hash(make) -> None:  # type: ignore[no-untyped-def]
+    assert len(hash_image(make(samples.photo_bytes(5)), max_pixels=MAX_PIXELS).phash) == 64
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", ErrorCode.IMAGE_UNDECODABLE),
+        (samples.truncated_jpeg(samples.photo_bytes(1)), ErrorCode.IMAGE_UNDECODABLE),
+        (samples.not_an_image(), ErrorCode.IMAGE_UNDECODABLE),
+        (samples.decompression_bomb_png(), ErrorCode.IMAGE_TOO_LARGE),
+        (samples.absurd_dimensions_jpeg(), ErrorCode.IMAGE_TOO_LARGE),
+    ],
+    ids=["empty", "truncated-jpeg", "not-an-image", "decompression-bomb", "absurd-dimensions"],
+)
+def test_bad_images_fail_with_a_stable_code(data: bytes, code: ErrorCode) -> None:
+    with pytest.raises(PipelineError) as info:
+        hash_image(data, max_pixels=MAX_PIXELS)
+    assert info.value.code is code

@@ -1,0 +1,1 @@
+"""Command-line tools: feed the pipeline without the app, run the demo."""
