@@ -8,7 +8,7 @@ at an entry point, never at import time; tests pass keyword arguments instead of
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
     worker_web_port: int = 6066
     worker_web_enabled: bool = True
-    fetch_concurrency: int = Field(default=8, ge=1)
+    # Where a new consumer group starts. "earliest" loses nothing; tests use "latest" to skip old events.
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
     # --- Redis (shared result cache; source of truth for the TTL)
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -60,6 +60,9 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     # Publish results without batching delay: a cache hit should be answered in milliseconds.
     conf.producer_linger_ms = 0
     conf.broker_commit_every = 100
+    conf.consumer_auto_offset_reset = s.kafka_auto_offset_reset
+    # No standby copies: each table partition lives on its owner only, so timers sweep each entry once.
+    conf.table_standby_replicas = 0
 
 
 @app.service

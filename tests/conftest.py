@@ -1,0 +1,65 @@
+"""Shared fixtures. Settings are built from keyword arguments, never from the test runner's environment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from models.settings import Settings
+from tests.pipeline_harness import (
+    SIMULATOR_URL,
+    PipelineClient,
+    Worker,
+    free_port,
+    simulator,
+    start_worker,
+    wait_until_pipeline_answers,
+)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    """Settings for the local stack, with per-test overrides (keyword arguments beat the environment)."""
+
+    def make(**overrides: Any) -> Settings:
+        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+    return make
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    client: PipelineClient
+    worker: Worker
+    simulator_url: str = SIMULATOR_URL
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> Iterator[Pipeline]:
+    """The whole pipeline on the real local stack: a Faust worker process plus the vision-model simulator.
+
+    The stack itself (Kafka, Redis, S3 server, CDN edge, simulator) is started by ``make test`` before pytest.
+    Each session uses its own app id (consumer group, tables) and starts at the end of the topics.
+    """
+    settings = Settings(
+        app_id=f"waste-test-{uuid.uuid4().hex[:8]}",
+        kafka_auto_offset_reset="latest",
+        worker_web_port=free_port(),
+        vision_backoff_base_seconds=0.05,
+        inflight_timeout_seconds=60,
+    )
+    asyncio.run(simulator("POST", "/_sim/reset"))
+    asyncio.run(simulator("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50}))
+    worker = start_worker(settings)
+    client = PipelineClient(settings)
+    try:
+        asyncio.run(wait_until_pipeline_answers(client, worker))
+        yield Pipeline(settings, client, worker)
+    finally:
+        worker.stop()

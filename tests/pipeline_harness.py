@@ -1,0 +1,210 @@
+"""Drive the real pipeline from a test: start a Faust worker process, upload photos, publish events, await results.
+
+Used by the end-to-end tests; everything here talks to the real local stack started by ``scripts/stack.sh up``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models.records import AnalysisResult, UploadCompleted, utcnow
+from models.settings import Settings
+from streams import topics
+from streams.clients import s3_client
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
+SIMULATOR_URL = f"http://127.0.0.1:{os.environ.get('SIMULATOR_PORT', '8090')}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess needs to build the same Settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = json.dumps(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name.upper()] = str(getattr(value, "value", value))
+    return env
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def start_worker(settings: Settings, name: str = "worker") -> Worker:
+    log_dir = STACK_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{settings.app_id}.log"
+    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    faust_bin = Path(sys.executable).with_name("faust")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(faust_bin), "-A", "streams.app", "worker", "-l", "info"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return Worker(process, log_path)
+
+
+class PipelineClient:
+    """Uploads photos and publishes upload-complete events; collects results from the results topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def upload(self, data: bytes, *, suffix: str = ".jpg", content_type: str = "image/jpeg") -> str:
+        key = f"tests/{uuid.uuid4()}{suffix}"
+        async with s3_client(self.settings) as s3:
+            await s3.put_object(Bucket=self.settings.s3_bucket_name, Key=key, Body=data, ContentType=content_type)
+        return key
+
+    async def upload_many(self, blobs: Iterable[bytes]) -> list[str]:
+        keys: list[str] = []
+        async with s3_client(self.settings) as s3:
+            sem = asyncio.Semaphore(16)
+
+            async def put(data: bytes) -> str:
+                key = f"tests/{uuid.uuid4()}.jpg"
+                async with sem:
+                    await s3.put_object(Bucket=self.settings.s3_bucket_name, Key=key, Body=data,
+                                        ContentType="image/jpeg")
+                return key
+
+            keys = list(await asyncio.gather(*(put(b) for b in blobs)))
+        return keys
+
+    @contextlib.asynccontextmanager
+    async def results(self) -> AsyncIterator[ResultWatcher]:
+        consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    group_id=None, auto_offset_reset="latest")
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await consumer.start()
+        await producer.start()
+        try:
+            await _wait_for_assignment(consumer)
+            yield ResultWatcher(self.settings, consumer, producer)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+
+class ResultWatcher:
+    def __init__(self, settings: Settings, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self.received: dict[str, list[AnalysisResult]] = {}
+
+    async def publish(self, key: str, *, job_id: str | None = None) -> str:
+        job_id = job_id or str(uuid.uuid4())
+        event = UploadCompleted(job_id=job_id, bucket=self._settings.s3_bucket_name, key=key, uploaded_at=utcnow())
+        await self._producer.send_and_wait(topics.UPLOADS_COMPLETED, key=job_id.encode(), value=event.to_bytes())
+        return job_id
+
+    async def publish_raw(self, key: bytes | None, value: bytes) -> None:
+        await self._producer.send_and_wait(topics.UPLOADS_COMPLETED, key=key, value=value)
+
+    async def wait_for(self, job_ids: Iterable[str], timeout: float = 60.0) -> dict[str, AnalysisResult]:
+        wanted = set(job_ids)
+        deadline = time.monotonic() + timeout
+        while not wanted <= self.received.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = wanted - self.received.keys()
+                raise TimeoutError(f"{len(missing)} of {len(wanted)} results missing, e.g. {sorted(missing)[:3]}")
+            batch = await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batch.values():
+                for record in records:
+                    job_id = (record.key or b"").decode()
+                    self.received.setdefault(job_id, []).append(AnalysisResult.model_validate_json(record.value))
+        return {j: self.received[j][0] for j in wanted}
+
+    async def drain(self, seconds: float) -> None:
+        """Keep reading for ``seconds`` (to catch duplicate results after the expected ones arrived)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    job_id = (record.key or b"").decode()
+                    self.received.setdefault(job_id, []).append(AnalysisResult.model_validate_json(record.value))
+
+
+async def _wait_for_assignment(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError("results consumer got no partitions")
+        await asyncio.sleep(0.05)
+    await consumer.seek_to_end()
+    for tp in consumer.assignment():
+        await consumer.position(tp)  # resolve "end" now, so results published from here on are seen
+
+
+async def wait_until_pipeline_answers(client: PipelineClient, worker: Worker, timeout: float = 120.0) -> None:
+    """Readiness by behaviour: publish invalid probe events until the worker answers one with a failed result."""
+    deadline = time.monotonic() + timeout
+    async with client.results() as watcher:
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+            probe = f"probe-{uuid.uuid4()}"
+            await watcher.publish_raw(probe.encode(), b'{"probe": true}')
+            try:
+                await watcher.wait_for([probe], timeout=3.0)
+                return
+            except TimeoutError:
+                continue
+    raise TimeoutError(f"the worker did not answer within {timeout}s:\n{worker.log_tail()}")
+
+
+async def simulator(method: str, path: str, payload: dict | None = None) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as http, http.request(method, f"{SIMULATOR_URL}{path}", json=payload) as r:
+        r.raise_for_status()
+        return await r.json()  # type: ignore[no-any-return]
