@@ -1,0 +1,44 @@
+# One entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: help venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench worker api simulator
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+venv:  ## create .venv with the pinned dependencies
+	@bash scripts/bootstrap_venv.sh
+
+stack-install: venv  ## install Kafka, Redis, the S3 server and the CDN edge (cached in .stack/)
+	@bash scripts/stack.sh install
+
+stack-up: stack-install  ## start the local stack (idempotent)
+	@bash scripts/stack.sh up
+
+stack-down:  ## stop every process of the local stack
+	@bash scripts/stack.sh down
+
+stack-status:  ## show what is running
+	@bash scripts/stack.sh status
+
+stack-reset:  ## stop the stack and wipe its data (keeps downloads)
+	@bash scripts/stack.sh reset
+
+test:  ## THE test command: installs and starts everything, runs all tests, stops the stack
+	@bash scripts/test.sh
+
+test-unit: venv  ## fast tests that need no stack
+	@$(PY) -m pytest tests/unit tests/agents tests/api -q
+
+demo: stack-up  ## the whole pipeline with a crowd of simulated app users, then the web page's address
+	@$(PY) -m tools.demo
+
+bench: stack-up  ## benchmarks; writes bench/latest.json
+	@$(PY) -m bench
+
+worker: venv  ## run one Faust worker in the foreground
+	@.venv/bin/faust -A streams.app worker -l info
+
+api: venv  ## run the API in the foreground
+	@$(PY) -m api

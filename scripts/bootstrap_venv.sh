@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with the pinned versions of constraints.txt.
+# Re-runs are cheap: nothing is reinstalled unless pyproject.toml or constraints.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON_BIN=${PYTHON_BIN:-python3}
+STAMP=.venv/.installed
+
+command -v "$PYTHON_BIN" >/dev/null || { echo "error: $PYTHON_BIN not found: install Python >= 3.11" >&2; exit 1; }
+"$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "error: Python >= 3.11 is required ($("$PYTHON_BIN" --version))" >&2; exit 1; }
+
+if [[ -f $STAMP && $STAMP -nt pyproject.toml && $STAMP -nt constraints.txt ]]; then
+  exit 0
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  if ! "$PYTHON_BIN" -m venv .venv 2>/dev/null; then
+    # Debian's system Python ships venv separately.
+    echo "python venv module missing: installing python3-venv" >&2
+    command -v apt-get >/dev/null || { echo "error: install the python3-venv package" >&2; exit 1; }
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    rm -rf .venv && "$PYTHON_BIN" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+touch "$STAMP"
+echo "python environment ready: .venv ($(.venv/bin/python --version))"
