@@ -1,0 +1,116 @@
+"""Agent tests without Kafka: tables become dicts, topics become recorders, clients become fakes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from models.classification import WasteCategory, WasteClassification
+from models.errors import ErrorCode, PipelineError
+from models.records import CachedClassification
+from models.settings import Settings
+from streams import resources, tables
+from streams.fetch import FetchedImage
+from streams.vision import VisionAnswer
+
+
+@dataclass
+class SentTo:
+    """Records what an agent sent to one topic."""
+
+    messages: list[tuple[Any, bytes]] = field(default_factory=list)
+
+    async def send(self, key: Any = None, value: bytes = b"", **_: Any) -> None:
+        self.messages.append((key, value))
+
+    def values(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in self.messages]
+
+
+class FakeCache:
+    def __init__(self, model_version: str) -> None:
+        self.entries: dict[str, CachedClassification] = {}
+        self.model_version = model_version
+
+    async def get(self, phash: str) -> CachedClassification | None:
+        entry = self.entries.get(phash)
+        return entry if entry is not None and entry.model_version == self.model_version else None
+
+    async def put(self, entry: CachedClassification) -> None:
+        self.entries[entry.phash] = entry
+
+
+class FakeVision:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail_with: PipelineError | None = None
+
+    async def classify(self, image_url: str) -> VisionAnswer:
+        self.calls.append(image_url)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return VisionAnswer(
+            WasteClassification(category=WasteCategory.GLASS, item_name="jar", disposal_instructions="rinse",
+                                recyclable=True, confidence=0.9),
+            attempts=1, latency_ms=5.0,
+        )
+
+
+class FakeFetcher:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def fetch(self, bucket: str, key: str) -> FetchedImage:
+        from models.records import FetchInfo, FetchSource
+
+        if key not in self.objects:
+            raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, key)
+        data = self.objects[key]
+        return FetchedImage(data, FetchInfo(source=FetchSource.CDN, cdn_cache="miss", bytes=len(data)))
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    cache: FakeCache
+    vision: FakeVision
+    fetcher: FakeFetcher
+    results: SentTo
+    hashed: SentTo
+    requests: SentTo
+    dead_letters: SentTo
+
+    def results_by_job(self) -> dict[str, dict[str, Any]]:
+        return {v["job_id"]: v for v in self.results.values()}
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import agents.classify
+    import agents.dedupe
+    import agents.fetch_hash
+    import streams.app
+    import streams.outcomes
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setattr(streams.app, "_settings", settings)
+    h = Harness(settings, FakeCache(settings.model_version), FakeVision(), FakeFetcher(), SentTo(), SentTo(),
+                SentTo(), SentTo())
+    monkeypatch.setattr(tables, "results_by_phash", {})
+    monkeypatch.setattr(tables, "inflight_by_phash", {})
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", h.results)
+    monkeypatch.setattr(streams.outcomes, "dead_letter_topic", h.dead_letters)
+    monkeypatch.setattr(agents.fetch_hash, "images_hashed_topic", h.hashed)
+    monkeypatch.setattr(agents.dedupe, "vision_requests_topic", h.requests)
+    executor = ThreadPoolExecutor(2)
+    resources.install(resources.Resources(settings=settings, fetcher=h.fetcher, cache=h.cache,  # type: ignore[arg-type]
+                                          vision=h.vision, redis=None, executor=executor))  # type: ignore[arg-type]
+    yield h
+    resources.install(None)
+    executor.shutdown()

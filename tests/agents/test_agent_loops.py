@@ -1,0 +1,44 @@
+"""The agent loops themselves, driven through Faust's ``test_context()`` (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from agents.dedupe import dedupe
+from agents.fetch_hash import fetch_and_hash
+from tests import samples
+from tests.agents.conftest import Harness
+from tests.agents.test_dedupe_classify import hashed
+
+
+@pytest.fixture(autouse=True)
+def memory_app():  # type: ignore[no-untyped-def]
+    from streams.app import app
+
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    yield app
+
+
+async def test_fetch_and_hash_loop_turns_an_event_into_a_hashed_image(harness: Harness) -> None:
+    harness.fetcher.objects["a.jpg"] = samples.photo_bytes(4)
+    async with fetch_and_hash.test_context() as agent:
+        await agent.put(key="job-a", value=json.dumps({"job_id": "job-a", "bucket": "waste-images", "key": "a.jpg"}).encode())
+        await agent.put(key="job-b", value=b"not json")
+        # The agent runs several actors (concurrency), so wait for both outcomes, not only for the puts.
+        async with asyncio.timeout(10):
+            while not (harness.hashed.messages and harness.results.messages):
+                await asyncio.sleep(0.01)
+    assert [json.loads(v)["job_id"] for _, v in harness.hashed.messages] == ["job-a"]
+    assert harness.results_by_job()["job-b"]["error"]["code"] == "INVALID_EVENT"
+
+
+async def test_dedupe_loop_asks_for_one_call_per_hash(harness: Harness) -> None:
+    async with dedupe.test_context() as agent:
+        for job in ("x", "y", "z"):
+            event = hashed(job)
+            await agent.put(key=event.phash, value=event.to_bytes())
+    assert len(harness.requests.messages) == 1

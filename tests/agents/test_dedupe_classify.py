@@ -1,0 +1,111 @@
+"""Dedupe and classify together: one model call per distinct pHash, every job answered exactly once."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from agents.classify import answer_request
+from agents.dedupe import deduplicate
+from models.errors import ErrorCode, PipelineError
+from models.records import CachedClassification, FetchInfo, FetchSource, ImageHashed, VisionRequest
+from streams import tables
+from tests.agents.conftest import Harness
+
+PHASH = "ab" * 32
+
+
+def hashed(job_id: str, phash: str = PHASH) -> ImageHashed:
+    return ImageHashed(job_id=job_id, bucket="b", key=f"k/{job_id}.jpg", phash=phash, image_url=f"http://cdn/{job_id}",
+                       fetch=FetchInfo(source=FetchSource.CDN, bytes=10), received_at=datetime.now(UTC))
+
+
+async def run_requests(h: Harness) -> None:
+    """Play the classify agent over what dedupe asked for."""
+    while h.requests.messages:
+        _, value = h.requests.messages.pop(0)
+        await answer_request(VisionRequest.model_validate_json(value))
+
+
+async def test_a_burst_of_one_hash_makes_one_model_call(harness: Harness) -> None:
+    for i in range(20):
+        await deduplicate(hashed(f"job-{i}"))
+    assert len(harness.requests.messages) == 1
+    await run_requests(harness)
+    results = harness.results_by_job()
+    assert len(harness.vision.calls) == 1
+    assert len(results) == 20 and len(harness.results.messages) == 20
+    assert results["job-0"]["cache"] == {**results["job-0"]["cache"], "hit": False, "source": "model"}
+    waiter = results["job-7"]["cache"]
+    assert waiter["hit"] is True and waiter["source"] == "inflight" and waiter["reused_job_id"] == "job-0"
+    assert PHASH in harness.cache.entries and not tables.inflight_by_phash
+
+
+async def test_after_a_call_repeats_hit_the_table_then_redis(harness: Harness) -> None:
+    await deduplicate(hashed("first"))
+    await run_requests(harness)
+    await deduplicate(hashed("again"))
+    assert harness.results_by_job()["again"]["cache"]["source"] == "table"
+    tables.results_by_phash.clear()  # e.g. another worker now owns the partition
+    await deduplicate(hashed("elsewhere"))
+    assert harness.results_by_job()["elsewhere"]["cache"]["source"] == "redis"
+    assert len(harness.vision.calls) == 1
+
+
+async def test_a_result_of_another_model_version_is_not_served(harness: Harness) -> None:
+    from models.classification import WasteCategory, WasteClassification
+
+    old = CachedClassification(phash=PHASH, model_version="old-model|p0|t0", job_id="old", created_at=datetime.now(UTC),
+                               classification=WasteClassification(category=WasteCategory.PAPER, item_name="x",
+                                                                  disposal_instructions="y", recyclable=True,
+                                                                  confidence=0.5))
+    harness.cache.entries[PHASH] = old
+    await deduplicate(hashed("new"))
+    assert len(harness.requests.messages) == 1
+
+
+async def test_expired_table_entries_are_ignored(harness: Harness) -> None:
+    await deduplicate(hashed("first"))
+    await run_requests(harness)
+    tables.results_by_phash[PHASH]["stored_at"] = time.time() - harness.settings.cache_ttl_seconds - 1
+    harness.cache.entries.clear()  # Redis expired it too
+    await deduplicate(hashed("later"))
+    assert len(harness.requests.messages) == 1 and PHASH not in tables.results_by_phash
+
+
+async def test_a_failed_model_call_fails_the_job_and_its_waiters(harness: Harness) -> None:
+    harness.vision.fail_with = PipelineError(ErrorCode.MODEL_UNAVAILABLE, "HTTP 500")
+    for job in ("a", "b", "c"):
+        await deduplicate(hashed(job))
+    await run_requests(harness)
+    results = harness.results_by_job()
+    assert {r["status"] for r in results.values()} == {"failed"} and len(results) == 3
+    assert {r["error"]["code"] for r in results.values()} == {"MODEL_UNAVAILABLE"}
+    assert not harness.cache.entries and not tables.inflight_by_phash
+    assert len(harness.dead_letters.messages) == 1
+    # Nothing was cached, so the next upload tries the model again.
+    harness.vision.fail_with = None
+    await deduplicate(hashed("d"))
+    await run_requests(harness)
+    assert harness.results_by_job()["d"]["status"] == "done"
+
+
+async def test_a_redelivered_request_does_not_pay_twice(harness: Harness) -> None:
+    await deduplicate(hashed("owner"))
+    request = harness.requests.messages[0][1]
+    await run_requests(harness)
+    await answer_request(VisionRequest.model_validate_json(request))
+    assert len(harness.vision.calls) == 1
+
+
+async def test_a_stale_inflight_call_is_reissued_and_answers_old_waiters(harness: Harness) -> None:
+    await deduplicate(hashed("owner"))
+    await deduplicate(hashed("waiter"))
+    harness.requests.messages.clear()  # the request was lost
+    entry = dict(tables.inflight_by_phash[PHASH])
+    entry["requested_at"] = time.time() - harness.settings.inflight_timeout_seconds - 1
+    tables.inflight_by_phash[PHASH] = entry
+    await deduplicate(hashed("late"))
+    assert len(harness.requests.messages) == 1
+    await run_requests(harness)
+    assert set(harness.results_by_job()) == {"owner", "waiter", "late"}
