@@ -17,7 +17,7 @@ from models.records import CacheInfo, CacheSource, CachedClassification, ImageHa
 from streams import metrics, resources, tables, topics
 from streams.app import app
 from streams.app import settings as app_settings
-from streams.channels import images_hashed_topic, vision_requests_topic
+from streams.channels import dedupe_maintenance_topic, images_hashed_topic, vision_requests_topic
 from streams.outcomes import dead_letter, done_result, failed_result, publish_result
 
 log = logging.getLogger(__name__)
@@ -88,27 +88,49 @@ async def _answer_from_cache(job: ImageHashed, entry: CachedClassification, sour
 
 
 @app.timer(interval=30.0)
-async def expire_table_entries() -> None:
-    """Delete expired results and re-issue (or give up on) model calls that seem lost."""
+async def find_stale_entries() -> None:
+    """Ask for expired results and seemingly lost model calls to be dealt with, on their own partitions.
+
+    Tables can only be changed inside a stream (that is how Faust knows the changelog partition), so the
+    timer sends a maintenance event keyed by the pHash instead of changing the table itself.
+    """
     settings = app_settings()
     now = time.time()
     for phash, value in list(tables.results_by_phash.items()):
         if now - value.get("stored_at", 0) > settings.cache_ttl_seconds:
-            tables.forget_result(phash)
+            await dedupe_maintenance_topic.send(key=phash, value=b"expire")
     for phash in list(tables.inflight_by_phash.keys()):
         inflight = tables.get_inflight(phash)
-        if inflight is None or inflight.age() < settings.inflight_timeout_seconds:
-            continue
-        if inflight.attempts >= 3:
-            gone = tables.finish_inflight(phash)
-            if gone is not None:
-                for job in [gone.owner, *gone.waiters]:
-                    await publish_result(failed_result(
-                        job.job_id, ErrorCode.MODEL_TIMEOUT, "no answer from the vision model after 3 requests",
-                        key=job.key, image_url=job.image_url, fetch=job.fetch))
-            continue
-        log.warning("phash=%s: model call of job_id=%s presumed lost, re-requesting", phash, inflight.owner.job_id)
-        tables.start_inflight(inflight.owner, inflight.waiters, attempts=inflight.attempts + 1)
-        await vision_requests_topic.send(
-            key=phash, value=VisionRequest(phash=phash, job=inflight.owner, requested_at=utcnow()).to_bytes()
-        )
+        if inflight is not None and inflight.age() >= settings.inflight_timeout_seconds:
+            await dedupe_maintenance_topic.send(key=phash, value=b"inflight")
+
+
+@app.agent(dedupe_maintenance_topic)
+async def maintain_dedupe_state(stream: Any) -> None:
+    async for event in stream.events():
+        phash = event.key.decode() if isinstance(event.key, bytes) else event.key
+        if event.value == b"expire":
+            tables.fresh_result(phash, ttl_seconds=app_settings().cache_ttl_seconds,
+                                model_version=app_settings().model_version)  # deletes it when expired
+        elif event.value == b"inflight":
+            await recover_lost_call(phash)
+
+
+async def recover_lost_call(phash: str) -> None:
+    """Re-issue a model call nobody answered within INFLIGHT_TIMEOUT_SECONDS; give up after three tries."""
+    settings = app_settings()
+    inflight = tables.get_inflight(phash)
+    if inflight is None or inflight.age() < settings.inflight_timeout_seconds:
+        return  # answered (or re-issued) since the timer looked
+    if inflight.attempts >= 3:
+        tables.finish_inflight(phash)
+        for job in [inflight.owner, *inflight.waiters]:
+            await publish_result(failed_result(
+                job.job_id, ErrorCode.MODEL_TIMEOUT, "no answer from the vision model after 3 requests",
+                key=job.key, image_url=job.image_url, fetch=job.fetch))
+        return
+    log.warning("phash=%s: model call of job_id=%s presumed lost, re-requesting", phash, inflight.owner.job_id)
+    tables.start_inflight(inflight.owner, inflight.waiters, attempts=inflight.attempts + 1)
+    await vision_requests_topic.send(
+        key=phash, value=VisionRequest(phash=phash, job=inflight.owner, requested_at=utcnow()).to_bytes()
+    )

@@ -12,7 +12,11 @@ from streams.app import app
 
 
 def _topic(name: str):  # type: ignore[no-untyped-def]
-    return app.topic(name, key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    # internal=True makes the worker create the topic at start-up with TOPIC_PARTITIONS partitions; left to
+    # the broker's auto-creation, the pHash-keyed topics would get one partition and stop lining up with the
+    # tables' changelogs.
+    return app.topic(name, key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     internal=True)
 
 
 uploads_completed_topic = _topic(topics.UPLOADS_COMPLETED)
@@ -20,3 +24,4 @@ images_hashed_topic = _topic(topics.IMAGES_HASHED)
 vision_requests_topic = _topic(topics.VISION_REQUESTS)
 analysis_results_topic = _topic(topics.ANALYSIS_RESULTS)
 dead_letter_topic = _topic(topics.DEAD_LETTER)
+dedupe_maintenance_topic = _topic(topics.DEDUPE_MAINTENANCE)

@@ -3,9 +3,10 @@
 - ``results_by_phash``: recent classifications, so repeats skip even the Redis round trip.
 - ``inflight_by_phash``: hashes whose model call is under way, with the jobs waiting on it.
 
-Faust tables have no per-key TTL: every value carries ``stored_at`` and readers treat old entries as absent;
-a timer in ``agents/dedupe.py`` deletes them. ``use_partitioner`` lets that timer delete outside a stream; it
-picks the same partition as the producer did for the event, since keys are the same raw UTF-8 pHash bytes.
+Faust tables have no per-key TTL: every value carries ``stored_at`` and readers treat old entries as absent.
+A timer in ``agents/dedupe.py`` finds expired or stuck entries and sends a maintenance event keyed by the same
+pHash; the change is then made inside a stream, so Faust writes the changelog to the event's partition, the
+same one the pHash-keyed topics use (equal partition counts, same default partitioner on the same raw keys).
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ _SCHEMA = faust.Schema(key_type=str, key_serializer="raw", value_serializer="jso
 results_by_phash = app.Table(
     "results-by-phash",
     schema=_SCHEMA,
-    use_partitioner=True,
     help="pHash -> {entry: CachedClassification, stored_at: epoch seconds}",
 )
 
 inflight_by_phash = app.Table(
     "inflight-by-phash",
     schema=_SCHEMA,
-    use_partitioner=True,
     help="pHash -> {owner: job_id, requested_at: epoch seconds, waiters: [ImageHashed JSON]}",
 )
 

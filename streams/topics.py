@@ -11,5 +11,6 @@ IMAGES_HASHED = "waste.images.hashed"  # key phash
 VISION_REQUESTS = "waste.vision.requests"  # key phash
 ANALYSIS_RESULTS = "waste.analysis.results"  # key job_id; the output contract
 DEAD_LETTER = "waste.dead-letter"  # key job_id when known
+DEDUPE_MAINTENANCE = "waste.dedupe.maintenance"  # key phash; expiry and lost-call checks for the dedupe tables
 
-ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER)
+ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER, DEDUPE_MAINTENANCE)

@@ -47,8 +47,11 @@ def pipeline() -> Iterator[Pipeline]:
     The stack itself (Kafka, Redis, S3 server, CDN edge, simulator) is started by ``make test`` before pytest.
     Each session uses its own app id (consumer group, tables) and starts at the end of the topics.
     """
+    session = uuid.uuid4().hex[:8]
     settings = Settings(
-        app_id=f"waste-test-{uuid.uuid4().hex[:8]}",
+        app_id=f"waste-test-{session}",
+        # A prompt version of its own makes every cached result of earlier runs a miss for this session.
+        prompt_version=f"test-{session}",
         kafka_auto_offset_reset="latest",
         worker_web_port=free_port(),
         vision_backoff_base_seconds=0.05,

@@ -158,7 +158,7 @@ async def test_failures_reach_the_dead_letter_topic(pipeline) -> None:  # type: 
 
 
 async def test_model_429_then_success_is_done(pipeline) -> None:  # type: ignore[no-untyped-def]
-    key = await pipeline.client.upload(samples.photo_bytes(150))
+    key = await pipeline.client.upload(samples.photo_bytes(151))
     await simulator("POST", "/_sim/config", {"script": ["429"], "retry_after_s": 0.2})
     before = await _calls()
     async with pipeline.client.results() as watcher:
@@ -169,7 +169,7 @@ async def test_model_429_then_success_is_done(pipeline) -> None:  # type: ignore
 
 
 async def test_model_that_keeps_failing_gives_a_failed_result(pipeline) -> None:  # type: ignore[no-untyped-def]
-    key = await pipeline.client.upload(samples.photo_bytes(160))
+    key = await pipeline.client.upload(samples.photo_bytes(161))
     attempts = pipeline.settings.vision_max_attempts
     await simulator("POST", "/_sim/config", {"script": ["500"] * attempts})
     try:
@@ -183,7 +183,7 @@ async def test_model_that_keeps_failing_gives_a_failed_result(pipeline) -> None:
 
 
 async def test_malformed_model_output_never_reaches_a_client(pipeline) -> None:  # type: ignore[no-untyped-def]
-    key = await pipeline.client.upload(samples.photo_bytes(170))
+    key = await pipeline.client.upload(samples.photo_bytes(171))
     await simulator("POST", "/_sim/config", {"script": ["malformed"]})
     async with pipeline.client.results() as watcher:
         job_id = await watcher.publish(key)

@@ -1,0 +1,482 @@
+#!/usr/bin/env bash
+# Local infrastructure without Docker: Kafka (KRaft, one node), Redis, an S3 server (versitygw),
+# a CDN edge (Varnish) in front of it, and the vision-model simulator.
+#
+#   scripts/stack.sh install   fetch/build what is missing, cache it in $STACK_DIR (default <repo>/.stack)
+#   scripts/stack.sh up        start every service on 127.0.0.1 (idempotent), create the bucket
+#   scripts/stack.sh down      stop every service by its own PID
+#   scripts/stack.sh status    one line per service
+#   scripts/stack.sh reset     down, then wipe Kafka and S3 data (downloads are kept)
+#   STACK_RESET=1 scripts/stack.sh up   same as reset, then up
+#
+# Ports (env): KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 REDIS_PORT=6379 S3_PORT=7070 CDN_PORT=6081
+#              SIMULATOR_PORT=8090
+# S3 (env):    S3_ACCESS_KEY=test S3_SECRET_KEY=testsecret S3_BUCKET_NAME=waste-images
+# Other:       PYTHON=.venv/bin/python  STACK_SIMULATOR=0 (don't start the simulator)
+#              STACK_TIMEOUT=90 (seconds each readiness check may take)
+# Docker users: docker-compose.kafka.yml runs the same services from images with the same versions.
+set -euo pipefail
+
+# ---- pinned versions (docker-compose.kafka.yml and tests/integration read these lines) ----------
+# Newest Kafka that resolved from Maven on 2026-11-27 (4.4.0; 4.3.1 and 4.2.1 resolve too).
+# 4.x works with faust-streaming 0.15.3 + aiokafka 0.14.0 (tests/integration/test_stack.py checks it),
+# so the 3.9.x fallback (reload4j logging, ZooKeeper jars) is not needed.
+KAFKA_VERSION=4.4.0
+VERSITYGW_VERSION=v1.7.0
+# Maven plugin used to copy the broker's runtime jars; pinned so a run never resolves "latest".
+MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_DIR"   # relative paths below (PYTHON, STACK_DIR) are relative to the repo
+
+STACK_DIR=${STACK_DIR:-$REPO_DIR/.stack}
+case $STACK_DIR in /*) ;; *) STACK_DIR=$REPO_DIR/$STACK_DIR ;; esac
+RUN_DIR=$STACK_DIR/run
+LOG_DIR=$STACK_DIR/logs
+KAFKA_HOME=$STACK_DIR/kafka
+KAFKA_DATA=$KAFKA_HOME/data
+S3_DATA=$STACK_DIR/s3-data
+S3_SIDECAR=$STACK_DIR/s3-meta
+VARNISH_DIR=$STACK_DIR/varnish
+VERSITYGW_BIN=$STACK_DIR/bin/versitygw
+
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+REDIS_PORT=${REDIS_PORT:-6379}
+S3_PORT=${S3_PORT:-7070}
+CDN_PORT=${CDN_PORT:-6081}
+SIMULATOR_PORT=${SIMULATOR_PORT:-8090}
+S3_ACCESS_KEY=${S3_ACCESS_KEY:-test}
+S3_SECRET_KEY=${S3_SECRET_KEY:-testsecret}
+S3_BUCKET_NAME=${S3_BUCKET_NAME:-waste-images}
+PYTHON=${PYTHON:-.venv/bin/python}
+STACK_TIMEOUT=${STACK_TIMEOUT:-90}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+
+# ---- output helpers ------------------------------------------------------------------------------
+say()  { printf '[stack] %s\n' "$*"; }
+warn() { printf '[stack] WARNING: %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+now()  { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- prerequisites -------------------------------------------------------------------------------
+# Each check says what to install instead of failing later with a stack trace.
+need_cmd() {  # need_cmd COMMAND "what to install"
+    command -v "$1" >/dev/null 2>&1 || die "'$1' not found. Install $2, then run: scripts/stack.sh install"
+}
+
+need_java17() {
+    need_cmd java "a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+    local major
+    major=$(java -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit }')
+    [[ ${major:-0} -ge 17 ]] || die "Java 17+ is needed for Kafka 4.x (found: ${major:-unknown})"
+}
+
+# ---- process helpers -----------------------------------------------------------------------------
+pid_file() { echo "$RUN_DIR/$1.pid"; }
+
+read_pid() {  # read_pid NAME -> pid or empty
+    local f; f=$(pid_file "$1")
+    if [[ -s $f ]]; then cat "$f"; fi
+}
+
+# A PID is ours only if the process is alive AND its command line names the expected program:
+# after a reboot the number may belong to something else, which must never be killed.
+pid_is() {  # pid_is PID PATTERN
+    [[ -n $1 && -r /proc/$1/cmdline ]] && tr '\0' ' ' </proc/"$1"/cmdline | grep -q -- "$2"
+}
+
+port_open() {  # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT
+    timeout 1 bash -c ">/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# wait_until SECONDS NAME PID CHECK...: poll CHECK until it succeeds; fail early if PID dies.
+wait_until() {
+    local limit=$1 name=$2 pid=$3; shift 3
+    local deadline=$(( $(date +%s) + limit ))
+    until "$@"; do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            warn "$name exited during start-up; last lines of $LOG_DIR/$name.log:"
+            tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+            return 1
+        fi
+        if (( $(date +%s) >= deadline )); then
+            warn "$name not ready after ${limit}s; last lines of $LOG_DIR/$name.log:"
+            tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# launch NAME CMD...: start CMD detached (own session, so a Ctrl-C or a test runner's process-group
+# kill does not take it down), stdout/stderr to its log, PID to its pid file.
+launch() {
+    local name=$1; shift
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    # setsid execs in place (a background job of a non-interactive shell is not a group leader),
+    # so $! is the service's own PID.
+    setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$(pid_file "$name")"
+}
+
+# already_up NAME PATTERN PORT: 0 if our process runs and answers; dies if the port is someone else's.
+already_up() {
+    local name=$1 pattern=$2 port=$3 pid
+    pid=$(read_pid "$name")
+    if pid_is "$pid" "$pattern"; then
+        if port_open "$port"; then
+            say "$name: already running (pid $pid, port $port)"
+            return 0
+        fi
+        # Alive but not answering yet: another `up` may be starting it. Wait instead of starting a twin.
+        say "$name: pid $pid alive, waiting for port $port"
+        wait_until "$STACK_TIMEOUT" "$name" "$pid" port_open "$port" || die "$name (pid $pid) does not answer on port $port"
+        return 0
+    fi
+    rm -f "$(pid_file "$name")"
+    if port_open "$port"; then
+        die "$name: port $port is already used by another process (set a different port in the env, or stop it; e.g. a system redis/varnish service)"
+    fi
+    return 1
+}
+
+# stop NAME PATTERN [SECONDS]: TERM, wait with a deadline, KILL after it.
+stop() {
+    local name=$1 pattern=$2 limit=${3:-20} pid
+    pid=$(read_pid "$name")
+    if ! pid_is "$pid" "$pattern"; then
+        rm -f "$(pid_file "$name")"
+        say "$name: not running"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$(( $(date +%s) + limit ))
+    while kill -0 "$pid" 2>/dev/null; do
+        if (( $(date +%s) >= deadline )); then
+            warn "$name (pid $pid) still alive after ${limit}s: sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    # A KILLed process can take a moment to be reaped.
+    local _
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$(pid_file "$name")"
+    say "$name: stopped (pid $pid)"
+}
+
+# ---- install -------------------------------------------------------------------------------------
+install_apt_packages() {
+    local missing=() p
+    for p in redis-server varnish; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if (( ${#missing[@]} == 0 )); then
+        say "apt: redis-server and varnish already installed"
+        return
+    fi
+    need_cmd apt-get "Debian/Ubuntu (apt-get), or install ${missing[*]} by hand"
+    [[ $(id -u) -eq 0 ]] || die "installing ${missing[*]} needs root (or run: sudo apt-get install -y ${missing[*]})"
+    say "apt: installing ${missing[*]}"
+    # Package lists are refreshed once, only because something is missing.
+    apt-get update -qq
+    # The packages ship init scripts; where services auto-start on install (systemd hosts),
+    # the system redis on 6379 would clash with ours: `up` then says the port is taken.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+kafka_stamp() {  # what the cached lib/ was built from: version + pom content
+    echo "kafka=$KAFKA_VERSION pom=$(sha256sum stack/kafka/pom.xml | cut -c1-16)"
+}
+
+install_kafka() {
+    local lib=$KAFKA_HOME/lib stamp
+    stamp=$(kafka_stamp)
+    if [[ -f $lib/.stamp && $(cat "$lib/.stamp") == "$stamp" ]]; then
+        say "kafka: $KAFKA_VERSION jars cached in $lib"
+        return
+    fi
+    need_java17
+    need_cmd mvn "Apache Maven 3.8+ (Debian: apt-get install maven)"
+    say "kafka: resolving $KAFKA_VERSION jars with Maven (repository cache: $STACK_DIR/m2)"
+    rm -rf "$lib.tmp"
+    # Own local repository under $STACK_DIR: self-contained, and a re-copy after `rm -rf lib` is offline.
+    mvn -B -q -Dstyle.color=never -f stack/kafka/pom.xml -Dmaven.repo.local="$STACK_DIR/m2" -Dkafka.version="$KAFKA_VERSION" \
+        "$MVN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime -DoutputDirectory="$lib.tmp" \
+        || die "Maven could not resolve Kafka $KAFKA_VERSION (see output above)"
+    # Kafka 4.x logs through SLF4J 1.7 -> Log4j2; two slf4j-api versions on the classpath would
+    # make SLF4J pick one at random and possibly ignore the binding.
+    local slf4j=("$lib.tmp"/slf4j-api-*.jar) binding=("$lib.tmp"/log4j-slf4j-impl-*.jar)
+    [[ ${#slf4j[@]} -eq 1 && -f ${slf4j[0]} ]] \
+        || die "expected exactly one slf4j-api jar in Kafka's classpath, found: ${slf4j[*]##*/}"
+    [[ -f ${binding[0]} ]] || die "log4j-slf4j-impl missing from Kafka's classpath"
+    echo "$stamp" >"$lib.tmp/.stamp"
+    rm -rf "$lib" && mv "$lib.tmp" "$lib"
+    local jars=("$lib"/*.jar)
+    say "kafka: ${#jars[@]} jars in $lib (${slf4j[0]##*/})"
+}
+
+install_versitygw() {
+    local stamp=$STACK_DIR/bin/.versitygw-version
+    if [[ -x $VERSITYGW_BIN && -f $stamp && $(cat "$stamp") == "$VERSITYGW_VERSION" ]]; then
+        say "versitygw: $VERSITYGW_VERSION cached in $VERSITYGW_BIN"
+        return
+    fi
+    need_cmd go "a Go 1.25+ toolchain (versitygw $VERSITYGW_VERSION is built from source)"
+    say "versitygw: building $VERSITYGW_VERSION with go install (takes ~1.5 min on 2 cores)"
+    mkdir -p "$STACK_DIR/bin"
+    # Module and build caches live under $STACK_DIR/go only for this build and are deleted after
+    # (~700 MB); -modcacherw keeps them deletable. CGO off: the binary is pure Go, like upstream's image.
+    GOBIN="$STACK_DIR/bin" GOMODCACHE="$STACK_DIR/go/mod" GOCACHE="$STACK_DIR/go/cache" \
+        GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0 \
+        go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+        || die "go install of versitygw $VERSITYGW_VERSION failed (see output above)"
+    echo "$VERSITYGW_VERSION" >"$stamp"
+    rm -rf "$STACK_DIR/go"
+}
+
+cmd_install() {
+    local t0; t0=$(now)
+    mkdir -p "$STACK_DIR"
+    install_apt_packages
+    install_kafka
+    install_versitygw
+    say "install done in $(since "$t0")s"
+}
+
+check_installed() {  # up needs what install provides
+    if ! command -v redis-server >/dev/null || ! command -v varnishd >/dev/null \
+        || [[ ! -f $KAFKA_HOME/lib/.stamp || $(cat "$KAFKA_HOME/lib/.stamp") != "$(kafka_stamp)" ]] \
+        || [[ ! -x $VERSITYGW_BIN ]]; then
+        die "stack not installed (or versions changed): run scripts/stack.sh install"
+    fi
+    need_java17
+}
+
+# ---- kafka ---------------------------------------------------------------------------------------
+# kafka_cmd HEAP ARGS...: sets KAFKA_CMD, the JVM command line shared by StorageTool and the broker.
+# An array, not a string: the classpath wildcard 'lib/*' must reach java unexpanded.
+kafka_cmd() {
+    local heap=$1; shift
+    local -a heap_opts
+    read -r -a heap_opts <<<"$heap"
+    KAFKA_CMD=(java "${heap_opts[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
+        -Djava.awt.headless=true
+        "-Dlog4j2.configurationFile=$REPO_DIR/stack/kafka/log4j2.properties"
+        "-Dkafka.logs.dir=$LOG_DIR" -cp "$KAFKA_HOME/lib/*" "$@")
+}
+
+kafka_render_config() {
+    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+        -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@KAFKA_DATA_DIR@#$KAFKA_DATA#g" \
+        stack/kafka/server.properties.in >"$KAFKA_HOME/server.properties"
+}
+
+# Cluster ids are 16 random bytes, base64url without padding (22 chars). Kafka never starts one
+# with '-' (the CLI would read it as an option); neither do we.
+kafka_cluster_id() {
+    local id
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    [[ $id == -* ]] && id="A${id:1}"
+    echo "$id"
+}
+
+kafka_format_once() {
+    [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+    mkdir -p "$KAFKA_DATA"
+    say "kafka: formatting storage in $KAFKA_DATA (first start)"
+    kafka_cmd -Xmx256m kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$KAFKA_HOME/server.properties"
+    "${KAFKA_CMD[@]}" >>"$LOG_DIR/kafka.log" 2>&1 \
+        || { tail -n 20 "$LOG_DIR/kafka.log" >&2; die "kafka storage format failed"; }
+}
+
+kafka_started() {  # the broker logs this line once it serves clients
+    port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$LOG_DIR/kafka.log"
+}
+
+# Launch without waiting: the JVM takes longest, so the other services start meanwhile.
+kafka_launch() {
+    KAFKA_PENDING=""
+    already_up kafka kafka.Kafka "$KAFKA_PORT" && return 0
+    port_open "$KAFKA_CONTROLLER_PORT" && die "kafka: controller port $KAFKA_CONTROLLER_PORT is already in use"
+    mkdir -p "$KAFKA_HOME" "$LOG_DIR"
+    kafka_render_config
+    # A fresh log per start, so the readiness grep only sees this run's lines.
+    [[ -f $LOG_DIR/kafka.log ]] && mv -f "$LOG_DIR/kafka.log" "$LOG_DIR/kafka.log.1"
+    kafka_format_once
+    kafka_cmd "$KAFKA_HEAP_OPTS" kafka.Kafka "$KAFKA_HOME/server.properties"
+    launch kafka "${KAFKA_CMD[@]}"
+    KAFKA_PENDING=$(read_pid kafka)
+    say "kafka: starting $KAFKA_VERSION (pid $KAFKA_PENDING, port $KAFKA_PORT, controller $KAFKA_CONTROLLER_PORT)"
+}
+
+kafka_wait() {
+    [[ -z ${KAFKA_PENDING:-} ]] && return 0
+    wait_until "$STACK_TIMEOUT" kafka "$KAFKA_PENDING" kafka_started || die "kafka failed to start"
+    say "kafka: ready"
+}
+
+# ---- redis ---------------------------------------------------------------------------------------
+redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+redis_up() {
+    already_up redis redis-server "$REDIS_PORT" && return 0
+    mkdir -p "$STACK_DIR/redis"
+    # A cache only: no RDB snapshots, no AOF. --dir keeps any stray file inside .stack.
+    launch redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no \
+        --save '' --appendonly no --dir "$STACK_DIR/redis"
+    wait_until "$STACK_TIMEOUT" redis "$(read_pid redis)" redis_ping || die "redis failed to start"
+    say "redis: ready (pid $(read_pid redis), port $REDIS_PORT)"
+}
+
+# ---- S3 (versitygw) ------------------------------------------------------------------------------
+s3_healthy() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/_health") == 200 ]]; }
+
+# The posix backend keeps object metadata in user xattrs; on a filesystem without them
+# (e.g. some tmpfs/overlay setups) versitygw refuses to start, so a sidecar dir is used instead.
+s3_supports_xattr() {
+    local probe=$S3_DATA/.xattr-probe rc=0
+    : >"$probe"
+    if command -v setfattr >/dev/null; then
+        setfattr -n user.stack.probe -v 1 "$probe" 2>/dev/null || rc=1
+    else
+        "$PYTHON" -c 'import os,sys; os.setxattr(sys.argv[1], "user.stack.probe", b"1")' "$probe" 2>/dev/null || rc=1
+    fi
+    rm -f "$probe"
+    return $rc
+}
+
+s3_up() {
+    already_up s3 versitygw "$S3_PORT" && return 0
+    mkdir -p "$S3_DATA"
+    local backend=(posix)
+    if ! s3_supports_xattr; then
+        mkdir -p "$S3_SIDECAR"
+        backend+=(--sidecar "$S3_SIDECAR")
+        say "s3: no user xattrs on $S3_DATA, using sidecar metadata in $S3_SIDECAR"
+    fi
+    # Credentials through the environment, not argv (argv is visible to every user in ps).
+    ROOT_ACCESS_KEY=$S3_ACCESS_KEY ROOT_SECRET_KEY=$S3_SECRET_KEY \
+        launch s3 "$VERSITYGW_BIN" --port "127.0.0.1:$S3_PORT" --region us-east-1 \
+        --health /_health --keep-alive --quiet --cors-allow-origin '*' \
+        "${backend[@]}" "$S3_DATA"
+    wait_until "$STACK_TIMEOUT" s3 "$(read_pid s3)" s3_healthy || die "S3 server failed to start"
+    say "s3: ready (versitygw $VERSITYGW_VERSION, pid $(read_pid s3), port $S3_PORT)"
+}
+
+s3_bootstrap() {
+    [[ -x $PYTHON ]] || die "$PYTHON not found: create the venv (python3.11 -m venv .venv && .venv/bin/pip install -c constraints.txt .) or set PYTHON"
+    local endpoint="http://127.0.0.1:$S3_PORT"
+    S3_ENDPOINT_URL=$endpoint S3_ACCESS_KEY=$S3_ACCESS_KEY S3_SECRET_KEY=$S3_SECRET_KEY \
+        S3_BUCKET_NAME=$S3_BUCKET_NAME "$PYTHON" scripts/s3_bootstrap.py | sed 's/^/[stack] /' \
+        || die "bucket bootstrap failed"
+}
+
+# ---- CDN edge (Varnish) --------------------------------------------------------------------------
+edge_answers() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CDN_PORT/") != 000 ]]; }
+
+edge_up() {
+    already_up edge varnishd "$CDN_PORT" && return 0
+    mkdir -p "$VARNISH_DIR"
+    sed -e "s#@ORIGIN_HOST@#127.0.0.1#g" -e "s#@ORIGIN_PORT@#$S3_PORT#g" stack/edge.vcl >"$STACK_DIR/edge.vcl"
+    # Foreground (-F) so the PID we record is varnishd's manager; TERM on it stops the cache child too.
+    # -T on an ephemeral localhost port keeps varnishadm (ban/purge by hand) usable with -n.
+    launch edge varnishd -F -a "127.0.0.1:$CDN_PORT" -T 127.0.0.1:0 -n "$VARNISH_DIR" \
+        -f "$STACK_DIR/edge.vcl" -s malloc,256m -t 86400 -p default_grace=0
+    wait_until "$STACK_TIMEOUT" edge "$(read_pid edge)" edge_answers || die "varnish failed to start"
+    say "edge: ready (varnish, pid $(read_pid edge), port $CDN_PORT -> origin 127.0.0.1:$S3_PORT)"
+}
+
+# ---- vision-model simulator ----------------------------------------------------------------------
+simulator_ready() {
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SIMULATOR_PORT/_sim/stats") == 200 ]]
+}
+
+# Returns non-zero (without exiting) on failure: the infrastructure above stays usable.
+simulator_up() {
+    if [[ ${STACK_SIMULATOR:-1} == 0 ]]; then say "simulator: skipped (STACK_SIMULATOR=0)"; return 0; fi
+    if [[ ! -x $PYTHON ]]; then say "simulator: skipped ($PYTHON not found)"; return 0; fi
+    if [[ ! -f simulator/__main__.py ]]; then say "simulator: skipped (simulator/__main__.py not there yet)"; return 0; fi
+    if already_up simulator "simulator" "$SIMULATOR_PORT"; then return 0; fi
+    launch simulator "$PYTHON" -m simulator --host 127.0.0.1 --port "$SIMULATOR_PORT"
+    if ! wait_until "$STACK_TIMEOUT" simulator "$(read_pid simulator)" simulator_ready; then
+        stop simulator "simulator" 5 >/dev/null
+        return 1
+    fi
+    say "simulator: ready (pid $(read_pid simulator), port $SIMULATOR_PORT)"
+}
+
+# ---- commands ------------------------------------------------------------------------------------
+cmd_up() {
+    local t0; t0=$(now)
+    [[ ${STACK_RESET:-0} == 1 ]] && cmd_reset
+    check_installed
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    kafka_launch
+    redis_up
+    s3_up
+    s3_bootstrap
+    edge_up
+    local sim_ok=0
+    simulator_up || sim_ok=1
+    kafka_wait
+    if (( sim_ok != 0 )); then
+        die "simulator failed to start (see $LOG_DIR/simulator.log); the other services are up ($(since "$t0")s)"
+    fi
+    say "up: all services ready in $(since "$t0")s"
+}
+
+cmd_down() {
+    # Reverse order of dependence: clients of the broker/S3 first.
+    stop simulator "simulator" 10
+    stop edge varnishd 10
+    stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds
+    stop s3 versitygw 10
+    stop redis redis-server 10
+}
+
+# name pattern port
+SERVICES=(
+    "kafka kafka.Kafka KAFKA_PORT"
+    "redis redis-server REDIS_PORT"
+    "s3 versitygw S3_PORT"
+    "edge varnishd CDN_PORT"
+    "simulator simulator SIMULATOR_PORT"
+)
+
+cmd_status() {
+    local line name pattern portvar pid state
+    for line in "${SERVICES[@]}"; do
+        read -r name pattern portvar <<<"$line"
+        pid=$(read_pid "$name")
+        if pid_is "$pid" "$pattern"; then
+            port_open "${!portvar}" && state=running || state=starting
+        else
+            state=stopped; pid=-
+        fi
+        printf '%-10s %-8s pid=%-8s port=%s\n' "$name" "$state" "$pid" "${!portvar}"
+    done
+}
+
+cmd_reset() {
+    cmd_down
+    say "reset: wiping Kafka data and S3 data (downloads kept)"
+    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$VARNISH_DIR"
+}
+
+main() {
+    case ${1:-} in
+        install) cmd_install ;;
+        up) cmd_up ;;
+        down) cmd_down ;;
+        status) cmd_status ;;
+        reset) cmd_reset ;;
+        *) echo "usage: $0 {install|up|down|status|reset}" >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,63 @@
+# CDN edge: Varnish in front of the S3 origin, the local stand-in for CloudFront.
+#
+# TEMPLATE: @ORIGIN_HOST@ and @ORIGIN_PORT@ are replaced before varnishd loads it
+#   - scripts/stack.sh renders it to .stack/edge.vcl with 127.0.0.1 and $S3_PORT;
+#   - docker-compose.kafka.yml renders it inside the container with s3 and 7070.
+# Run with `-t 86400` (24 h default TTL, used when the origin sends no Cache-Control/Expires)
+# and `-p default_grace=0` (an expired object is refetched, never served stale once more).
+vcl 4.1;
+
+backend origin {
+    .host = "@ORIGIN_HOST@";
+    .port = "@ORIGIN_PORT@";
+    .connect_timeout = 2s;
+    .first_byte_timeout = 30s;
+}
+
+# PURGE is accepted from the local machine only (tests, operators).
+acl purgers {
+    "127.0.0.1";
+    "::1";
+}
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(403, "Forbidden"));
+        }
+        set req.url = regsub(req.url, "\?.*$", "");
+        return (purge);
+    }
+    # Uploads go to S3 directly with pre-signed URLs; anything but a read is passed through uncached.
+    if (req.method != "GET" && req.method != "HEAD") {
+        return (pass);
+    }
+    # Public objects only: no per-user variants, so credentials never reach the origin or the cache key.
+    unset req.http.Cookie;
+    unset req.http.Authorization;
+    # Query strings (including pre-signed GET signatures) are dropped: one cache entry per object key.
+    set req.url = regsub(req.url, "\?.*$", "");
+    return (hash);
+}
+
+sub vcl_backend_response {
+    unset beresp.http.Set-Cookie;
+    # Never cache errors: a 403/404 for a key that is uploaded a moment later must not stick for 24 h.
+    if (beresp.status >= 400) {
+        set beresp.ttl = 0s;
+        set beresp.uncacheable = true;
+        return (deliver);
+    }
+    # Fall through to the builtin VCL: it honours Cache-Control (s-maxage, max-age, private,
+    # no-store) and Expires; responses without them get the default TTL (-t).
+}
+
+sub vcl_deliver {
+    # Same shape as CloudFront's "Hit from cloudfront" / "Miss from cloudfront": first token says it.
+    # Varnish sets Age itself.
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+}

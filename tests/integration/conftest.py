@@ -1,0 +1,63 @@
+"""Fixtures for tests on the real local stack (see stack_helpers for the env variables).
+
+Names start with ``stack_`` so they never shadow fixtures of other test modules in this folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.integration.stack_helpers import StackEnv, require_service
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> StackEnv:
+    return StackEnv.from_env()
+
+
+@pytest.fixture
+def stack_kafka(stack_env: StackEnv) -> str:
+    require_service("Kafka", stack_env.kafka_port)
+    return stack_env.kafka_bootstrap
+
+
+@pytest.fixture
+def stack_redis_url(stack_env: StackEnv) -> str:
+    require_service("Redis", stack_env.redis_port)
+    return f"redis://127.0.0.1:{stack_env.redis_port}/0"
+
+
+@pytest.fixture
+def stack_cdn_base(stack_env: StackEnv) -> str:
+    require_service("CDN edge (Varnish)", stack_env.cdn_port)
+    return stack_env.cdn_base
+
+
+@pytest.fixture
+async def stack_s3(stack_env: StackEnv) -> AsyncIterator[Any]:
+    """An aiobotocore S3 client signed with the stack's root credentials."""
+    require_service("S3 server (versitygw)", stack_env.s3_port)
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    session = get_session()
+    async with session.create_client(
+        "s3",
+        endpoint_url=stack_env.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=stack_env.s3_access_key,
+        aws_secret_access_key=stack_env.s3_secret_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def stack_http() -> AsyncIterator[Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
