@@ -12,8 +12,15 @@ if [[ ${KEEP_STACK:-0} != 1 ]]; then
 fi
 bash scripts/stack.sh up
 
+if [[ $# -gt 0 ]]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# The lifecycle tests stop and restart the whole stack, so they run last, in a session of their own,
+# after every test that holds a connection to it.
 set +e
-.venv/bin/python -m pytest "${@:-tests}"
+.venv/bin/python -m pytest tests -m "not stack_lifecycle"
 status=$?
+.venv/bin/python -m pytest tests -m stack_lifecycle
+lifecycle=$?
 set -e
-exit $status
+[[ $status -eq 0 && $lifecycle -eq 0 ]]
