@@ -13,7 +13,8 @@ fi
 bash scripts/stack.sh up
 
 if [[ $# -gt 0 ]]; then
-  exec .venv/bin/python -m pytest "$@"
+  .venv/bin/python -m pytest "$@"   # not exec: the EXIT trap must still stop the stack
+  exit $?
 fi
 # The lifecycle tests stop and restart the whole stack, so they run last, in a session of their own,
 # after every test that holds a connection to it.
