@@ -431,7 +431,10 @@ cmd_up() {
 }
 
 cmd_down() {
-    # Reverse order of dependence: clients of the broker/S3 first.
+    # Reverse order of dependence: clients of the broker/S3 first. The API and the worker are started
+    # by `make demo` (tools/demo.py) with pid files here; when nothing started them this is a no-op.
+    stop api "-m api" 15
+    stop worker "streams.app" 45
     stop simulator "simulator" 10
     stop edge varnishd 10
     stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds

@@ -1,0 +1,245 @@
+"""`make demo`: the whole pipeline on the local stack, used by a crowd of simulated app users.
+
+Starts the worker and the API (the stack and the vision-model simulator are started by `make stack-up`),
+then sends a sample of real photos from ../shared/data/waste, with re-uploads of some, through the real API
+flow: analyze -> pre-signed POST upload to S3 -> upload-complete -> results over the WebSocket. Prints live
+progress and a summary, and ends with the web page's address. The worker and the API keep running
+(`make stack-down` stops everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models.settings import Settings, load_settings
+from streams import topics
+from tools import processes
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "waste"
+
+
+@dataclass
+class Outcome:
+    photo: str
+    status: str
+    cache_hit: bool
+    source: str
+    category: str
+    latency_s: float
+    error: str | None = None
+
+
+def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
+    files = sorted(DATA_DIR.glob("*/*.jpg"))
+    if not files:
+        raise SystemExit(f"no photos under {DATA_DIR}")
+    rng = random.Random(seed)
+    chosen = rng.sample(files, min(distinct, len(files)))
+    again = [rng.choice(chosen) for _ in range(reuploads)]
+    crowd = chosen + again
+    rng.shuffle(crowd)
+    return crowd
+
+
+async def start_pipeline(settings: Settings) -> None:
+    worker_pid, new_worker = processes.start(
+        "worker", [processes.venv_bin("faust"), "-A", "streams.app", "worker", "-l", "info"], "streams.app",
+        env={"KAFKA_AUTO_OFFSET_RESET": "latest"},
+    )
+    api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api")
+    print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
+          f"API pid {api_pid} ({'started' if new_api else 'already running'}); logs in {processes.LOG_DIR}")
+    await wait_for_api(settings)
+    await wait_for_worker(settings)
+
+
+async def wait_for_api(settings: Settings, timeout: float = 60) -> None:
+    url = f"http://{settings.api_host}:{settings.api_port}/healthz"
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise SystemExit(f"the API did not become healthy at {url}; see {processes.LOG_DIR / 'api.log'}")
+
+
+async def wait_for_worker(settings: Settings, timeout: float = 120) -> None:
+    """Ready when the worker answers a probe event (an invalid one gets a `failed` result)."""
+    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=None, auto_offset_reset="latest")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    await producer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        while time.monotonic() < deadline:
+            probe = f"demo-probe-{uuid.uuid4()}".encode()
+            await producer.send_and_wait(topics.UPLOADS_COMPLETED, key=probe, value=b"{}")
+            answer_by = time.monotonic() + 3
+            while time.monotonic() < answer_by:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    if any(r.key == probe for r in records):
+                        return
+        raise SystemExit(f"the worker did not answer; see {processes.LOG_DIR / 'worker.log'}")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def simulator_calls(settings: Settings) -> int | None:
+    base = (settings.openai_base_url or "").removesuffix("/v1")
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/_sim/stats") as resp:
+            return int((await resp.json())["calls"]) if resp.status == 200 else None
+    except (aiohttp.ClientError, KeyError, ValueError, json.JSONDecodeError):
+        return None  # a real model endpoint: no simulator counter
+
+
+async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
+    """What the app does for one photo."""
+    async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": "image/jpeg"}) as resp:
+        job = await resp.json()
+        if resp.status != 200:
+            return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"analyze HTTP {resp.status}: {job}")
+    form = aiohttp.FormData()
+    for name, value in job["upload_fields"].items():
+        form.add_field(name, value)
+    form.add_field("Content-Type", "image/jpeg")
+    form.add_field("file", photo.read_bytes(), filename=photo.name, content_type="image/jpeg")
+    async with http.post(job["upload_url"], data=form) as resp:
+        if resp.status >= 300:
+            return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"upload HTTP {resp.status}")
+    started = time.monotonic()
+    ws_url = f"{api.replace('http', 'ws', 1)}/api/v1/waste/ws?job_id={job['job_id']}&token={job['token']}"
+    async with http.ws_connect(ws_url) as ws:
+        async with http.post(f"{api}/api/v1/waste/upload-complete/{job['job_id']}",
+                             headers={"Authorization": f"Bearer {job['token']}"}) as resp:
+            if resp.status != 202:
+                return Outcome(photo.name, "failed", False, "-", "-", 0.0,
+                               f"upload-complete HTTP {resp.status}: {await resp.text()}")
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            if data.get("type") == "result" and data.get("job_id") == job["job_id"]:
+                r = data["result"]
+                cache = r.get("cache") or {}
+                return Outcome(photo.name, r["status"], bool(cache.get("hit")), cache.get("source", "-"),
+                               (r.get("classification") or {}).get("category", "-"), time.monotonic() - started,
+                               (r.get("error") or {}).get("code"))
+    return Outcome(photo.name, "failed", False, "-", "-", time.monotonic() - started, "WebSocket closed early")
+
+
+async def crowd(settings: Settings, photos: list[Path], users: int) -> list[Outcome]:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    outcomes: list[Outcome] = []
+    queue: asyncio.Queue[Path] = asyncio.Queue()
+    for p in photos:
+        queue.put_nowait(p)
+
+    async def user(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            photo = queue.get_nowait()
+            try:
+                outcome = await asyncio.wait_for(one_user(http, api, photo), timeout=120)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                outcome = Outcome(photo.name, "failed", False, "-", "-", 0.0, type(exc).__name__)
+            outcomes.append(outcome)
+            mark = "hit " if outcome.cache_hit else "miss"
+            what = outcome.category if outcome.status == "done" else f"FAILED {outcome.error}"
+            print(f"  [{len(outcomes):>3}/{len(photos)}] {mark} {outcome.source:<8} {outcome.latency_s * 1000:>7.0f} ms"
+                  f"  {outcome.photo[:28]:<28} {what}", flush=True)
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(user(http) for _ in range(users)))
+    return outcomes
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(outcomes: list[Outcome], calls: int | None) -> dict[str, Any]:
+    done = [o for o in outcomes if o.status == "done"]
+    hits = [o.latency_s * 1000 for o in done if o.cache_hit]
+    misses = [o.latency_s * 1000 for o in done if not o.cache_hit]
+    summary: dict[str, Any] = {
+        "jobs": len(outcomes), "done": len(done), "failed": len(outcomes) - len(done),
+        "cache_hit_rate": round(len(hits) / len(done), 3) if done else 0.0,
+        "model_calls": calls, "model_calls_saved": (len(outcomes) - calls) if calls is not None else None,
+        "hit_ms": {"p50": round(percentile(hits, 0.5)), "p95": round(percentile(hits, 0.95)), "n": len(hits)}
+        if hits else None,
+        "miss_ms": {"p50": round(percentile(misses, 0.5)), "p95": round(percentile(misses, 0.95)), "n": len(misses)}
+        if misses else None,
+    }
+    return summary
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    print("vision model:", settings.vision_model, "at", settings.openai_base_url,
+          "(the local stack's SIMULATOR, not a real model)" if "8090" in (settings.openai_base_url or "") else "")
+    await start_pipeline(settings)
+    photos = pick_photos(args.distinct, args.reuploads, args.seed)
+    print(f"\n{len(photos)} uploads ({args.distinct} distinct photos + {args.reuploads} re-uploads) "
+          f"by {args.users} concurrent users:")
+    before = await simulator_calls(settings)
+    started = time.monotonic()
+    outcomes = await crowd(settings, photos, args.users)
+    after = await simulator_calls(settings)
+    summary = summarize(outcomes, after - before if before is not None and after is not None else None)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    print("\nsummary")
+    print(f"  jobs {summary['jobs']}: done {summary['done']}, failed {summary['failed']}")
+    print(f"  cache hit rate {summary['cache_hit_rate']:.0%}")
+    if summary["model_calls"] is not None:
+        print(f"  model calls {summary['model_calls']} (saved {summary['model_calls_saved']} of {summary['jobs']})")
+    for label in ("hit_ms", "miss_ms"):
+        if summary[label]:
+            s = summary[label]
+            print(f"  {label[:-3]:<4} latency p50 {s['p50']} ms, p95 {s['p95']} ms  (n={s['n']})")
+    print(f"  wall time {summary['wall_s']} s")
+    if args.json:
+        print(json.dumps(summary))
+    print(f"\nweb page: http://{settings.api_host}:{settings.api_port}/   (make stack-down stops everything)")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the pipeline with a crowd of simulated app users.")
+    parser.add_argument("--distinct", type=int, default=36, help="distinct photos")
+    parser.add_argument("--reuploads", type=int, default=24, help="re-uploads of photos already sent")
+    parser.add_argument("--users", type=int, default=8, help="concurrent users")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    return asyncio.run(main_async(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

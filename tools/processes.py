@@ -1,0 +1,52 @@
+"""Start the worker and the API as background processes with pid files next to the stack's own.
+
+``scripts/stack.sh down`` stops them by the same pid files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
+RUN_DIR = STACK_DIR / "run"
+LOG_DIR = STACK_DIR / "logs"
+
+
+def _alive(pid: int, pattern: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return pattern in cmdline
+
+
+def running_pid(name: str, pattern: str) -> int | None:
+    pid_file = RUN_DIR / f"{name}.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid, pattern) else None
+
+
+def start(name: str, argv: list[str], pattern: str, env: dict[str, str] | None = None) -> tuple[int, bool]:
+    """Start ``argv`` detached unless it already runs; returns (pid, started_now)."""
+    pid = running_pid(name, pattern)
+    if pid is not None:
+        return pid, False
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with (LOG_DIR / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    (RUN_DIR / f"{name}.pid").write_text(f"{process.pid}\n")
+    return process.pid, True
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
