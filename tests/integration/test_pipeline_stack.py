@@ -191,3 +191,50 @@ async def test_malformed_model_output_never_reaches_a_client(pipeline) -> None: 
     # One malformed answer is retried; the client sees a schema-valid classification.
     assert result.status is JobStatus.DONE
     WasteClassification.model_validate(result.classification.model_dump())
+
+
+async def test_with_the_cdn_down_results_still_arrive_via_s3(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """A second worker (its own consumer group) whose CDN address answers nothing: it must fall back to S3."""
+    import time
+
+    from tests.pipeline_harness import free_port, start_worker
+
+    settings = pipeline.settings.model_copy(update={
+        "app_id": f"{pipeline.settings.app_id}-nocdn",
+        "cdn_base_url": f"http://127.0.0.1:{free_port()}/waste-images",
+        "worker_web_port": free_port(),
+        "fetch_timeout_seconds": 2.0,
+    })
+    worker = start_worker(settings, name="worker-nocdn")
+    try:
+        key = await pipeline.client.upload(samples.photo_bytes(181))
+        via_s3 = None
+        async with pipeline.client.results() as watcher:
+            deadline = time.monotonic() + 90
+            # Both workers answer every event; keep publishing until the CDN-less one has joined and answered.
+            while via_s3 is None and time.monotonic() < deadline:
+                assert worker.alive(), worker.log_tail()
+                job_id = await watcher.publish(key)
+                await watcher.wait_for([job_id], timeout=30)
+                await watcher.drain(2.0)
+                via_s3 = next((r for r in watcher.received[job_id] if r.fetch and r.fetch.source.value == "s3"), None)
+    finally:
+        worker.stop()
+    assert via_s3 is not None, "the worker without a CDN never answered"
+    assert via_s3.status is JobStatus.DONE and via_s3.fetch.cdn_error
+
+
+async def test_worker_exposes_prometheus_metrics(pipeline) -> None:  # type: ignore[no-untyped-def]
+    import aiohttp
+
+    key = await pipeline.client.upload(samples.photo_bytes(191))
+    async with pipeline.client.results() as watcher:
+        await watcher.wait_for([await watcher.publish(key)])
+    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        body = await resp.text()
+    assert resp.status == 200
+    for name in ("waste_results_total", "waste_cache_lookups_total", "waste_model_calls_total",
+                 "waste_fetch_total", "waste_failures_total"):
+        assert name in body
+    assert 'waste_results_total{source="model",status="done"}' in body or "source=\"redis\"" in body
