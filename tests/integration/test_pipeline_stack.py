@@ -237,4 +237,4 @@ async def test_worker_exposes_prometheus_metrics(pipeline) -> None:  # type: ign
     for name in ("waste_results_total", "waste_cache_lookups_total", "waste_model_calls_total",
                  "waste_fetch_total", "waste_failures_total"):
         assert name in body
-    assert 'waste_results_total{source="model",status="done"}' in body or "source=\"redis\"" in body
+    assert 'waste_results_total{source="model",status="done"}' in body
