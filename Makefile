@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench worker api simulator
+.PHONY: help lint venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench worker api simulator
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ demo: stack-up  ## the whole pipeline with a crowd of simulated app users, then 
 
 bench: stack-up  ## benchmarks; writes bench/latest.json
 	@$(PY) -m bench
+
+lint: venv  ## ruff and mypy (install the dev extra: .venv/bin/pip install -e '.[dev]')
+	@.venv/bin/ruff check models streams agents api simulator tools bench
+	@.venv/bin/mypy models streams agents api tools
 
 worker: venv  ## run one Faust worker in the foreground
 	@.venv/bin/faust -A streams.app worker -l info

@@ -44,7 +44,7 @@ app = faust.App(
 )
 
 
-@app.on_configured.connect
+@app.on_configured.connect  # type: ignore[arg-type]
 def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     s = settings()
     conf.id = s.app_id

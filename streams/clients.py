@@ -11,7 +11,9 @@ from aiobotocore.session import get_session
 from models.settings import Settings
 
 
-def s3_client(settings: Settings, *, endpoint_url: str | None = None, pool: int = 32) -> AbstractAsyncContextManager[Any]:
+def s3_client(
+    settings: Settings, *, endpoint_url: str | None = None, pool: int = 32
+) -> AbstractAsyncContextManager[Any]:
     """An aiobotocore S3 client (SigV4, path-style) as an async context manager."""
     return get_session().create_client(
         "s3",

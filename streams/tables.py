@@ -16,7 +16,7 @@ import faust
 from streams.app import app
 
 # Raw UTF-8 keys, like the topics: the partitioner then maps a pHash to the same partition everywhere.
-_SCHEMA = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+_SCHEMA: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 
 results_by_phash = app.Table(
     "results-by-phash",

@@ -115,7 +115,8 @@ class VisionClient:
         try:
             return WasteClassification.model_validate(json.loads(content or ""))
         except (json.JSONDecodeError, ValidationError, TypeError) as exc:
-            raise _Retryable(ErrorCode.MODEL_OUTPUT_INVALID, "the model's answer is not a valid classification") from exc
+            message = "the model's answer is not a valid classification"
+            raise _Retryable(ErrorCode.MODEL_OUTPUT_INVALID, message) from exc
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cap = self._settings.vision_backoff_max_seconds

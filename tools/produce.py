@@ -108,9 +108,9 @@ async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: boo
             for records in batch.values():
                 for record in records:
                     job_id = (record.key or b"").decode()
-                    job = pending.pop(job_id, None)
-                    if job is None:
+                    if job_id not in pending:
                         continue
+                    job = pending.pop(job_id)
                     result = AnalysisResult.model_validate_json(record.value)
                     summary.results[job_id] = result
                     summary.latency_s[job_id] = time.monotonic() - job.sent_at
@@ -149,7 +149,8 @@ async def simulator_calls(url: str | None) -> int | None:
 def _line(job: Job, r: AnalysisResult, n: int, total: int) -> str:
     bar = "#" * int(20 * n / total)
     if r.status.value == "done" and r.classification is not None and r.cache is not None:
-        what = f"{r.classification.category.value:<13} {r.classification.item_name[:28]:<28} cache={r.cache.source.value}"
+        c = r.classification
+        what = f"{c.category.value:<13} {c.item_name[:28]:<28} cache={r.cache.source.value}"
     else:
         what = f"FAILED {r.error.code.value if r.error else '?'}: {r.error.message if r.error else ''}"
     return f"[{bar:<20}] {n:>4}/{total} {job.path.name[:24]:<24} {what}"
