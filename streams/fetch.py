@@ -86,7 +86,7 @@ class ImageFetcher:
                     cdn_age_s=int(age) if age and age.isdigit() else None,
                 )
                 return FetchedImage(data, info)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _CdnUnusable(f"{type(exc).__name__}: {exc}") from exc
 
     async def _from_s3(self, bucket: str, key: str) -> bytes:
@@ -94,7 +94,7 @@ class ImageFetcher:
             resp = await asyncio.wait_for(
                 self._s3.get_object(Bucket=bucket, Key=key), timeout=self._settings.fetch_timeout_seconds
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise PipelineError(ErrorCode.FETCH_FAILED, "S3 GetObject timed out") from exc
         except Exception as exc:  # botocore raises ClientError subclasses built at run time
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
