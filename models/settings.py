@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     worker_web_port: int = 6066
+    worker_web_host: str = "127.0.0.1"  # where the worker's /metrics listens; 0.0.0.0 in a container
     worker_web_enabled: bool = True
     # Where a new consumer group starts. "earliest" loses nothing; tests use "latest" to skip old events.
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"

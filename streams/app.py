@@ -53,8 +53,8 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.topic_replication_factor = s.topic_replication_factor
     conf.web_enabled = s.worker_web_enabled
     conf.web_port = s.worker_web_port
-    conf.web_bind = "127.0.0.1"
-    conf.web_host = "127.0.0.1"
+    conf.web_bind = s.worker_web_host
+    conf.web_host = s.worker_web_host
     # Tables are rebuilt from their changelog on start; Redis holds the durable cache.
     conf.store = "memory://"
     # Publish results without batching delay: a cache hit should be answered in milliseconds.
