@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from api.context import Backends
-from api.results import ResultCallback
+from api.results import ResultsCallback
 from api.store import Job, JobState, StateCallback
 from api.tokens import make_token
 from api.uploads import ObjectHead, PresignedUpload
@@ -61,11 +61,9 @@ class FakeStore:
         for watcher in self.watchers:
             watcher(job_id, state)
 
-    async def save_result(self, result: AnalysisResult) -> bool:
-        if result.job_id in self.results:
-            return False
-        self.results[result.job_id] = result
-        return True
+    async def save_results(self, results: list[AnalysisResult]) -> None:
+        for result in results:
+            self.results.setdefault(result.job_id, result)  # the first result wins
 
     async def get_result(self, job_id: str) -> AnalysisResult | None:
         self._check()
@@ -121,10 +119,10 @@ class FakeResults:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[AnalysisResult] = asyncio.Queue()
 
-    async def run(self, on_result: ResultCallback, ready: asyncio.Event) -> None:
+    async def run(self, on_results: ResultsCallback, ready: asyncio.Event) -> None:
         ready.set()
         while True:
-            await on_result(await self.queue.get())
+            await on_results([await self.queue.get()])
 
 
 @dataclass

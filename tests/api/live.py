@@ -67,7 +67,7 @@ class TopicReader:
         ends = await self.consumer.end_offsets(tps)
 
         async def poll() -> None:
-            while any(await self.consumer.position(tp) < ends[tp] for tp in tps):
+            while [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]:
                 await self._fetch(200)
 
         await asyncio.wait_for(poll(), timeout)

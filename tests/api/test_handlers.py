@@ -19,7 +19,9 @@ async def _analyze(client: TestClient, **kw: object) -> dict:  # type: ignore[ty
     return await resp.json()  # type: ignore[no-any-return]
 
 
-async def test_analyze_issues_job_with_server_generated_key(client: TestClient, fakes: Fakes, settings: Settings) -> None:
+async def test_analyze_issues_job_with_server_generated_key(
+    client: TestClient, fakes: Fakes, settings: Settings
+) -> None:
     body = await _analyze(client, json={"key": "../../etc/passwd", "content_type": "image/png"})
     job_id = body["job_id"]
     job = fakes.store.jobs[job_id]
@@ -67,8 +69,18 @@ async def test_upload_complete_publishes_once(client: TestClient, fakes: Fakes) 
     assert (await again.json()) == {"job_id": job_id, "state": "queued"}
     assert len(fakes.publisher.events) == 1
     event = fakes.publisher.events[0]
-    assert (event.job_id, event.key, event.size, event.content_type) == (job_id, f"uploads/{job_id}", 5000, "image/jpeg")
+    assert (event.job_id, event.key, event.size, event.content_type) == (
+        job_id,
+        f"uploads/{job_id}",
+        5000,
+        "image/jpeg",
+    )
     assert fakes.store.jobs[job_id].state == JobState.QUEUED
+
+    fakes.store.results[job_id] = sample_result(job_id)
+    late = await client.post(f"/api/v1/waste/upload-complete/{job_id}", headers=auth(job_id))
+    assert (late.status, (await late.json())["state"]) == (202, "done")
+    assert len(fakes.publisher.events) == 1
 
 
 async def test_upload_complete_token_checks(client: TestClient, fakes: Fakes) -> None:
@@ -123,6 +135,7 @@ async def test_publish_failure_is_503_and_a_retry_publishes(client: TestClient, 
     url = f"/api/v1/waste/upload-complete/{job_id}"
     failed = await client.post(url, headers=auth(job_id))
     assert (failed.status, (await failed.json())["error"]["code"]) == (503, "QUEUE_UNAVAILABLE")
+    assert fakes.store.jobs[job_id].state == JobState.AWAITING_UPLOAD
     assert (await client.post(url, headers=auth(job_id))).status == 202
     assert len(fakes.publisher.events) == 1
 

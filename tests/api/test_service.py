@@ -21,8 +21,11 @@ async def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> No
 async def test_cors_preflight_for_allowed_origin(client: TestClient) -> None:
     resp = await client.options(
         "/api/v1/waste/analyze",
-        headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"},
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert resp.status == 204
     assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN

@@ -26,13 +26,18 @@ PUBLIC = "https://uploads.example.org"
 async def uploads() -> AsyncIterator[S3Uploads]:
     session = get_session()
     kw: dict[str, Any] = {
-        "region_name": "us-east-1", "aws_access_key_id": "AK", "aws_secret_access_key": "SK",
+        "region_name": "us-east-1",
+        "aws_access_key_id": "AK",
+        "aws_secret_access_key": "SK",
         "config": AioConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
     }
-    async with session.create_client("s3", endpoint_url=INTERNAL, **kw) as server, \
-            session.create_client("s3", endpoint_url=PUBLIC, **kw) as signer:
-        yield S3Uploads(server_client=server, signing_client=signer, bucket="waste-images", max_bytes=1000,
-                        expires_s=600)
+    async with (
+        session.create_client("s3", endpoint_url=INTERNAL, **kw) as server,
+        session.create_client("s3", endpoint_url=PUBLIC, **kw) as signer,
+    ):
+        yield S3Uploads(
+            server_client=server, signing_client=signer, bucket="waste-images", max_bytes=1000, expires_s=600
+        )
 
 
 def _policy(fields: dict[str, str]) -> dict[str, Any]:

@@ -110,6 +110,12 @@ async def test_bad_token_in_query_is_refused_before_upgrade(client: TestClient) 
     assert (await resp.json())["error"]["code"] == "TOKEN_INVALID"
 
 
+async def test_plain_get_is_a_json_400(client: TestClient) -> None:
+    resp = await client.get("/api/v1/waste/ws")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "WEBSOCKET_REQUIRED"
+
+
 async def test_unknown_job_in_query_is_404(client: TestClient) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await client.ws_connect(f"/api/v1/waste/ws?job_id=nojob&token={token_for('nojob')}")
@@ -123,7 +129,8 @@ async def test_protocol_errors_keep_the_socket_open(client: TestClient, fakes: F
     assert (await _next(ws))["error"]["code"] == "BAD_MESSAGE"
     await ws.send_json({"type": "subscribe", "job_id": job_id, "token": token_for("x")})
     assert await _next(ws) == {
-        "type": "error", "job_id": job_id,
+        "type": "error",
+        "job_id": job_id,
         "error": {"code": "TOKEN_INVALID", "message": "the token is not valid for this job"},
     }
     await ws.send_json({"type": "subscribe", "job_id": "nojob", "token": token_for("nojob")})
@@ -159,3 +166,13 @@ async def test_delivery_latency_is_recorded(client: TestClient, fakes: Fakes) ->
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_shutdown_closes_sockets_with_going_away(client: TestClient) -> None:
+    job_id = await _analyze(client)
+    ws = await client.ws_connect(f"/api/v1/waste/ws?job_id={job_id}&token={token_for(job_id)}")
+    await _next(ws)
+    shutdown = asyncio.create_task(client.app.shutdown())  # it waits for the close handshake: read meanwhile
+    assert await _closed(ws) == 1001
+    await asyncio.wait_for(shutdown, TIMEOUT)
+    assert not client.app[HUB].connections

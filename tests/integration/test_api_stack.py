@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from pydantic import SecretStr
+from yarl import URL
 
 from api.tokens import make_token
 from models.classification import WasteCategory, WasteClassification
@@ -53,8 +54,11 @@ def fake_result(job_id: str, item: str = "test bottle") -> AnalysisResult:
         job_id=job_id,
         status=JobStatus.DONE,
         classification=WasteClassification(
-            category=WasteCategory.PET_BOTTLE, item_name=item, disposal_instructions="Rinse and recycle.",
-            recyclable=True, confidence=0.9,
+            category=WasteCategory.PET_BOTTLE,
+            item_name=item,
+            disposal_instructions="Rinse and recycle.",
+            recyclable=True,
+            confidence=0.9,
         ),
         cache=CacheInfo(hit=False, source=CacheSource.MODEL, phash="f" * 64),
         fetch=None,
@@ -119,8 +123,9 @@ async def test_analyze_upload_complete_and_live_result(
         http.ws_connect(ws_url(api, job)) as ws,
     ):
         assert await next_json(ws) == {"type": "state", "job_id": job_id, "state": "awaiting_upload"}
-        async with http.post(f"{api}/api/v1/waste/upload-complete/{job_id}",
-                             headers={"Authorization": f"Bearer {job['token']}"}) as resp:
+        async with http.post(
+            f"{api}/api/v1/waste/upload-complete/{job_id}", headers={"Authorization": f"Bearer {job['token']}"}
+        ) as resp:
             assert resp.status == 202, await resp.text()
         assert await next_json(ws) == {"type": "state", "job_id": job_id, "state": "queued"}
 
@@ -159,16 +164,16 @@ async def test_two_instances_each_deliver_to_their_own_subscribers(
             await ws.close()
 
 
-async def test_late_subscriber_gets_the_result_at_once(http: aiohttp.ClientSession, api: str,
-                                                       api_settings: Settings) -> None:
+async def test_late_subscriber_gets_the_result_at_once(
+    http: aiohttp.ClientSession, api: str, api_settings: Settings
+) -> None:
     job = await analyze(http, api)
     async with results_writer(api_settings) as producer:
         await publish_results(producer, [fake_result(job["job_id"], item="late")])
 
     async def stored() -> None:
         while True:
-            async with http.get(f"{api}/api/v1/waste/results/{job['job_id']}",
-                                params={"token": job["token"]}) as resp:
+            async with http.get(f"{api}/api/v1/waste/results/{job['job_id']}", params={"token": job["token"]}) as resp:
                 if (await resp.json())["state"] == "done":
                     return
             await asyncio.sleep(0.05)
@@ -178,6 +183,20 @@ async def test_late_subscriber_gets_the_result_at_once(http: aiohttp.ClientSessi
         for base in (api, api, newcomer):  # and a reconnect gets it again
             async with http.ws_connect(ws_url(base, job)) as ws:
                 assert (await result_of(ws))["result"]["classification"]["item_name"] == "late"
+
+
+async def test_an_instance_started_later_replays_results_it_missed(
+    http: aiohttp.ClientSession, settings_factory: Callable[..., Settings]
+) -> None:
+    # A Redis database of its own: an API instance running elsewhere on this stack must not store the result.
+    own_db = str(URL(settings_factory().redis_url).with_path("/14"))
+    api_settings = settings_factory(api_token_secret=SecretStr(SECRET), redis_url=own_db)
+    async with running_api(api_settings) as first:
+        job = await analyze(http, first)
+    async with results_writer(api_settings) as producer:  # no API instance is running now
+        await publish_results(producer, [fake_result(job["job_id"], item="missed")])
+    async with running_api(api_settings) as later, http.ws_connect(ws_url(later, job)) as ws:
+        assert (await result_of(ws))["result"]["classification"]["item_name"] == "missed"
 
 
 async def test_wrong_token_is_403(http: aiohttp.ClientSession, api: str) -> None:
@@ -211,8 +230,9 @@ async def test_upload_complete_twice_publishes_once(http: aiohttp.ClientSession,
             assert len(uploads.by_key(job["job_id"])) == 1
 
 
-async def test_s3_enforces_the_upload_policy(http: aiohttp.ClientSession,
-                                             settings_factory: Callable[..., Settings]) -> None:
+async def test_s3_enforces_the_upload_policy(
+    http: aiohttp.ClientSession, settings_factory: Callable[..., Settings]
+) -> None:
     settings = settings_factory(api_token_secret=SecretStr(SECRET), upload_max_bytes=10_000)
     async with running_api(settings) as base:
         too_big = await analyze(http, base)
@@ -220,8 +240,9 @@ async def test_s3_enforces_the_upload_policy(http: aiohttp.ClientSession,
         not_image = await analyze(http, base)
         assert await s3_post(http, not_image, b"hello", "text/plain") in (400, 403)
         for job in (too_big, not_image):  # nothing arrived, so nothing is queued
-            async with http.post(f"{base}/api/v1/waste/upload-complete/{job['job_id']}",
-                                 params={"token": job["token"]}) as resp:
+            async with http.post(
+                f"{base}/api/v1/waste/upload-complete/{job['job_id']}", params={"token": job["token"]}
+            ) as resp:
                 assert resp.status == 409 and (await resp.json())["error"]["code"] == "UPLOAD_MISSING"
 
         fits = await analyze(http, base)
@@ -231,8 +252,9 @@ async def test_s3_enforces_the_upload_policy(http: aiohttp.ClientSession,
         put = await analyze(http, base)
         async with http.put(put["put_url"], data=b"\xff" * 20_000, headers={"Content-Type": "image/jpeg"}) as resp:
             assert resp.status == 200, await resp.text()
-        async with http.post(f"{base}/api/v1/waste/upload-complete/{put['job_id']}",
-                             params={"token": put["token"]}) as resp:
+        async with http.post(
+            f"{base}/api/v1/waste/upload-complete/{put['job_id']}", params={"token": put["token"]}
+        ) as resp:
             assert resp.status == 413 and (await resp.json())["error"]["code"] == "UPLOAD_TOO_LARGE"
 
 
