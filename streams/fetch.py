@@ -102,12 +102,16 @@ class ImageFetcher:
                 raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, f"s3://{bucket}/{key} does not exist") from exc
             raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 GetObject failed: {code or type(exc).__name__}") from exc
         self._check_declared_size(resp.get("ContentLength"))
-        async with resp["Body"] as body:
-            data: bytes = await asyncio.wait_for(
-                body.read(self._settings.max_image_bytes + 1), timeout=self._settings.fetch_timeout_seconds
-            )
-        if len(data) > self._settings.max_image_bytes:
-            raise PipelineError(ErrorCode.IMAGE_TOO_LARGE, "object is over the size limit")
+        try:
+            async with resp["Body"] as body:
+                data = await asyncio.wait_for(
+                    _read_body(body, self._settings.max_image_bytes), timeout=self._settings.fetch_timeout_seconds
+                )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 body read failed: {type(exc).__name__}") from exc
+        declared = resp.get("ContentLength")
+        if declared is not None and len(data) != declared:
+            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 body truncated: {len(data)} of {declared} bytes")
         return data
 
     def _check_declared_size(self, size: int | None) -> None:
@@ -115,6 +119,18 @@ class ImageFetcher:
             raise PipelineError(
                 ErrorCode.IMAGE_TOO_LARGE, f"object is {size} bytes, limit {self._settings.max_image_bytes}"
             )
+
+
+async def _read_body(body: Any, cap: int) -> bytes:
+    """Read an S3 body to its end: one ``read(n)`` may return only what has arrived so far."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await body.read(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+            raise PipelineError(ErrorCode.IMAGE_TOO_LARGE, f"object is over the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
