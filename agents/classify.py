@@ -7,14 +7,16 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from models.errors import ErrorCode, PipelineError
-from models.records import CacheInfo, CacheSource, CachedClassification, ImageHashed, VisionRequest, utcnow
+from models.records import CachedClassification, CacheInfo, CacheSource, ImageHashed, VisionRequest, utcnow
 from models.settings import VisionImageMode
-from streams import metrics, resources, tables, topics
+from streams import metrics, near_index, resources, tables, topics
 from streams.app import app
 from streams.channels import vision_requests_topic
 from streams.imaging import thumbnail_data_url
+from streams.near_index import hamming
 from streams.outcomes import dead_letter, done_result, failed_result, publish_result
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ async def answer_request(request: VisionRequest) -> None:
     entry = CachedClassification(phash=request.phash, classification=answer.classification,
                                  model_version=settings.model_version, job_id=job.job_id, created_at=utcnow())
     await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
+    try:
+        # Then the near-duplicate index (same TTL), the job -> pHash mapping, and the claim is dropped.
+        await near_index.for_resources(res).add(entry)
+    except RedisError as exc:  # the exact cache has it; only near-duplicates of it will miss
+        log.warning("job_id=%s phash=%s: could not index the result (%s)", job.job_id, request.phash, exc)
     tables.remember_result(entry)
     await _answer_all(request, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
 
@@ -91,8 +98,11 @@ async def _answer_all(request: VisionRequest, entry: CachedClassification, *, pa
     for job in _jobs_to_answer(request):
         is_owner = paid and job.job_id == request.job.job_id
         source = CacheSource.MODEL if is_owner else CacheSource.INFLIGHT
-        cache = CacheInfo(hit=not is_owner, source=source, phash=request.phash, model_version=entry.model_version,
-                          reused_job_id=None if is_owner else entry.job_id)
+        # Near-duplicates wait here too (ImageHashed.wait_on): their own pHash, and how far it is from this one.
+        cache = CacheInfo(hit=not is_owner, source=source, phash=job.phash, model_version=entry.model_version,
+                          distance=hamming(job.phash, request.phash),
+                          reused_job_id=None if is_owner else entry.job_id,
+                          matched_phash=request.phash if job.phash != request.phash else None)
         timings: dict[str, float] = {"wait": round((utcnow() - job.received_at).total_seconds() * 1000, 2)}
         if model_ms is not None:
             timings["model"] = round(model_ms, 2)
@@ -103,6 +113,11 @@ async def _answer_all(request: VisionRequest, entry: CachedClassification, *, pa
 
 async def _fail_all(request: VisionRequest, code: ErrorCode, message: str) -> None:
     jobs = _jobs_to_answer(request)
+    res = await resources.ready()
+    try:
+        await near_index.for_resources(res).release(request.phash)  # near-duplicates arriving now pay themselves
+    except RedisError as exc:  # the claim lapses after INFLIGHT_TIMEOUT_SECONDS
+        log.warning("phash=%s: could not release the near-duplicate claim (%s)", request.phash, exc)
     await dead_letter(job_id=request.job.job_id, code=code, message=message, stage="classify",
                       topic=topics.VISION_REQUESTS, partition=None, offset=None,
                       original=request.model_dump_json(exclude={"job": {"thumbnail_b64"}}))

@@ -68,6 +68,7 @@ class CacheSource(StrEnum):
     REDIS = "redis"  # the shared cache
     INFLIGHT = "inflight"  # waited on another job's model call for the same hash
     MODEL = "model"  # this job paid for the model call
+    NEAR = "near"  # the shared cache's result for another pHash within NEAR_DUPLICATE_MAX_DISTANCE bits
 
 
 class CacheInfo(BaseModel):
@@ -78,6 +79,7 @@ class CacheInfo(BaseModel):
     phash: str
     distance: int = 0
     reused_job_id: str | None = None  # the job whose model call produced this answer, when it is not this job
+    matched_phash: str | None = None  # the pHash of the reused result, when it is not this job's (near matches)
     model_version: str | None = None
 
 
@@ -102,6 +104,11 @@ class ImageHashed(_Event):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     # Downscaled JPEG (base64) for the model, only when VISION_IMAGE_MODE=data_url; a few tens of KB.
     thumbnail_b64: str | None = None
+    # Set by dedupe when a near-duplicate's model call is under way: the event is re-sent keyed by that call's
+    # pHash, so the dedupe step of its partition adds this job to the call's waiters. ``near_hops`` counts the
+    # times a job went back to its own pHash after such a wait found no call (it then stops waiting on claims).
+    wait_on: str | None = None
+    near_hops: int = Field(default=0, ge=0)
 
 
 # --- waste.vision.requests (key = phash) ----------------------------------------------------------------------

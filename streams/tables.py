@@ -44,7 +44,7 @@ def fresh_result(phash: str, *, ttl_seconds: float, model_version: str) -> Cache
     value = results_by_phash.get(phash)
     if not value:
         return None
-    if time.time() - value["stored_at"] > ttl_seconds:
+    if time.time() - value["stored_at"] > ttl_seconds or is_revoked(phash, value["stored_at"]):
         del results_by_phash[phash]
         return None
     entry = CachedClassification.model_validate(value["entry"])
@@ -57,6 +57,28 @@ def remember_result(entry: CachedClassification) -> None:
 
 def forget_result(phash: str) -> None:
     results_by_phash.pop(phash, None)
+
+
+# --- invalidated results ----------------------------------------------------------------------------------------
+# An operator can invalidate a cached result (streams/invalidation.py): Redis forgets it at once, and records when.
+# Every worker reads those records every few seconds (agents/dedupe.py) into this process-local map, which only
+# mirrors Redis (rebuilt from it on start), so a table copy stored before the invalidation is never served again.
+_revoked: dict[str, float] = {}  # pHash -> invalidated at (epoch seconds)
+
+
+def revoke(phash: str, at: float) -> None:
+    _revoked[phash] = max(at, _revoked.get(phash, 0.0))
+
+
+def is_revoked(phash: str, stored_at: float) -> bool:
+    at = _revoked.get(phash)
+    return at is not None and stored_at <= at
+
+
+def forget_revocations_before(cutoff: float) -> None:
+    """Drop records older than any table entry can be (the cache TTL): the map stays bounded."""
+    for phash in [p for p, at in _revoked.items() if at < cutoff]:
+        del _revoked[phash]
 
 
 class Inflight:

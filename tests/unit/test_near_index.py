@@ -1,0 +1,271 @@
+"""The near-duplicate index without Redis: chunk layout, the pigeonhole guarantee, claims, expiry, revocation."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from models.classification import WasteCategory, WasteClassification
+from models.records import CachedClassification
+from streams import tables
+from streams.near_index import (
+    HASH_BITS,
+    LocalNearIndex,
+    NearKind,
+    chunk_keys,
+    chunk_values,
+    hamming,
+    layout_for,
+    layout_tag,
+)
+
+T = 10
+
+
+def random_hash(rng: random.Random) -> str:
+    return f"{rng.getrandbits(256):064x}"
+
+
+def flip(phash: str, bits: list[int]) -> str:
+    value = int(phash, 16)
+    for b in bits:
+        value ^= 1 << b
+    return f"{value:064x}"
+
+
+def entry(phash: str, model_version: str = "m|p1|t1", job_id: str | None = None) -> CachedClassification:
+    return CachedClassification(
+        phash=phash, model_version=model_version, job_id=job_id or f"job-{phash[:8]}", created_at=datetime.now(UTC),
+        classification=WasteClassification(category=WasteCategory.GLASS, item_name="jar", recyclable=True,
+                                           disposal_instructions="rinse", confidence=0.9),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    """The exact cache the local index reads entries from."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, CachedClassification] = {}
+
+    async def get(self, phash: str) -> CachedClassification | None:
+        return self.entries.get(phash)
+
+
+def make_index(store: Store, clock: Clock, *, max_distance: int = T, model_version: str = "m|p1|t1",
+               ttl: int = 100, claim_ttl: float = 10) -> LocalNearIndex:
+    return LocalNearIndex(store.get, max_distance=max_distance, model_version=model_version, ttl_seconds=ttl,
+                          claim_ttl_seconds=claim_ttl, clock=clock)
+
+
+async def add(index: LocalNearIndex, store: Store, phash: str, **kw: str) -> CachedClassification:
+    e = entry(phash, model_version=index.model_version, **kw)
+    store.entries[phash] = e
+    await index.add(e)
+    return e
+
+
+# --- layout and pigeonhole ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", [0, 1, 4, 8, 10, 12, 16, 31])
+def test_layout_has_t_plus_one_chunks_covering_every_bit_once(t: int) -> None:
+    layout = layout_for(t)
+    assert layout.chunks == t + 1
+    covered = [b for start, width in layout.spans for b in range(start, start + width)]
+    assert covered == list(range(HASH_BITS))
+    assert max(w for _, w in layout.spans) - min(w for _, w in layout.spans) <= 1
+
+
+def test_layout_rejects_distances_that_leave_chunks_too_small() -> None:
+    with pytest.raises(ValueError):
+        layout_for(64)
+    with pytest.raises(ValueError):
+        layout_for(-1)
+
+
+def test_chunks_reassemble_into_the_hash() -> None:
+    rng = random.Random(1)
+    for t in (3, 10, 16):
+        layout = layout_for(t)
+        for _ in range(50):
+            h = random_hash(rng)
+            value = 0
+            for v, (_, width) in zip(chunk_values(h, layout), layout.spans, strict=True):
+                value = (value << width) | v
+            assert f"{value:064x}" == h
+
+
+def test_any_hash_within_t_shares_a_whole_chunk() -> None:
+    """The pigeonhole principle the index relies on, on random hashes and random flips of up to T bits."""
+    rng = random.Random(2)
+    layout = layout_for(T)
+    for _ in range(3000):
+        h = random_hash(rng)
+        q = flip(h, rng.sample(range(HASH_BITS), rng.randint(0, T)))
+        assert any(a == b for a, b in zip(chunk_values(h, layout), chunk_values(q, layout), strict=True))
+
+
+def test_t_plus_one_flips_can_defeat_every_chunk() -> None:
+    """Tightness: one flipped bit in each of the T+1 chunks leaves no chunk equal (why m must exceed T)."""
+    layout = layout_for(T)
+    h = "0" * 64
+    q = flip(h, [HASH_BITS - 1 - start for start, _ in layout.spans])
+    assert hamming(h, q) == T + 1
+    assert not any(a == b for a, b in zip(chunk_values(h, layout), chunk_values(q, layout), strict=True))
+
+
+def test_keys_name_the_version_and_layout() -> None:
+    layout = layout_for(T)
+    keys = chunk_keys("cache:image:mih:", layout_tag("gpt-4o|p1|t1", layout), "ab" * 32, layout)
+    assert len(keys) == T + 1 and len(set(keys)) == T + 1
+    assert all(k.startswith("cache:image:mih:") for k in keys)
+    assert layout_tag("gpt-4o|p1|t1", layout) != layout_tag("gpt-4o|p2|t1", layout)
+    assert layout_tag("gpt-4o|p1|t1", layout) != layout_tag("gpt-4o|p1|t1", layout_for(12))
+
+
+# --- lookups ---------------------------------------------------------------------------------------------------
+
+
+async def test_every_stored_hash_is_found_within_t_and_random_hashes_are_not() -> None:
+    rng = random.Random(3)
+    store, clock = Store(), Clock()
+    index = make_index(store, clock)
+    stored = [random_hash(rng) for _ in range(300)]
+    for h in stored:
+        await add(index, store, h)
+    for h in stored:
+        bits = rng.randint(0, T)
+        q = flip(h, rng.sample(range(HASH_BITS), bits))
+        match = await index.lookup(q, claim=False)
+        assert match.kind is NearKind.NEAR and match.phash == h and match.distance == bits
+        assert match.entry == store.entries[h]
+    for _ in range(300):
+        assert (await index.lookup(random_hash(rng), claim=False)).kind is NearKind.MISS
+
+
+async def test_the_closest_result_wins() -> None:
+    store, clock = Store(), Clock()
+    index = make_index(store, clock)
+    h = "0" * 64
+    await add(index, store, flip(h, [1, 2, 3, 4, 5, 6]))
+    await add(index, store, flip(h, [100, 101]))
+    match = await index.lookup(h, claim=False)
+    assert match.phash == flip(h, [100, 101]) and match.distance == 2
+
+
+async def test_a_result_of_another_version_is_not_served() -> None:
+    store, clock = Store(), Clock()
+    old = make_index(store, clock, model_version="m|p1|t1")
+    new = make_index(store, clock, model_version="m|p2|t1")
+    h = "f" * 64
+    await add(old, store, h)
+    assert (await new.lookup(flip(h, [7]), claim=False)).kind is NearKind.MISS
+    # Same layout tag, but the cached entry itself was made by another version: not served either.
+    store.entries[h] = entry(h, model_version="m|p0|t1")
+    assert (await old.lookup(flip(h, [7]), claim=False)).kind is NearKind.MISS
+
+
+async def test_a_missing_entry_is_not_served() -> None:
+    store, clock = Store(), Clock()
+    index = make_index(store, clock)
+    h = "1" * 64
+    await add(index, store, h)
+    del store.entries[h]  # expired, evicted or invalidated in the exact cache
+    assert (await index.lookup(flip(h, [3]), claim=False)).kind is NearKind.MISS
+
+
+# --- claims -----------------------------------------------------------------------------------------------------
+
+
+async def test_a_claim_makes_near_duplicates_wait_until_the_result_lands() -> None:
+    store, clock = Store(), Clock()
+    index = make_index(store, clock)
+    owner = "2" * 64
+    near = flip(owner, [10, 20, 30])
+    assert (await index.lookup(owner, claim=True)).kind is NearKind.CLAIMED
+    waiting = await index.lookup(near, claim=True)
+    assert waiting.kind is NearKind.PENDING and waiting.phash == owner and waiting.distance == 3
+    # Its own claim never counts: the owner asking again claims again.
+    assert (await index.lookup(owner, claim=True)).kind is NearKind.CLAIMED
+    await add(index, store, owner)  # the result lands: the claim is dropped, the result is served
+    done = await index.lookup(near, claim=True)
+    assert done.kind is NearKind.NEAR and done.phash == owner
+
+
+async def test_a_released_or_expired_claim_stops_holding_near_duplicates() -> None:
+    store, clock = Store(), Clock()
+    index = make_index(store, clock, claim_ttl=10)
+    owner = "3" * 64
+    near = flip(owner, [1])
+    await index.lookup(owner, claim=True)
+    await index.release(owner)
+    assert (await index.lookup(near, claim=False)).kind is NearKind.MISS
+    await index.lookup(owner, claim=True)
+    clock.now += 11
+    assert (await index.lookup(near, claim=False)).kind is NearKind.MISS
+
+
+async def test_claims_can_be_ignored() -> None:
+    store, clock = Store(), Clock()
+    index = make_index(store, clock)
+    owner = "4" * 64
+    await index.lookup(owner, claim=True)
+    assert (await index.lookup(flip(owner, [2]), claim=True, pending=False)).kind is NearKind.CLAIMED
+
+
+# --- expiry -----------------------------------------------------------------------------------------------------
+
+
+async def test_expired_members_are_dropped_and_the_index_does_not_grow() -> None:
+    rng = random.Random(4)
+    store, clock = Store(), Clock()
+    index = make_index(store, clock, ttl=100)
+    first = [random_hash(rng) for _ in range(200)]
+    for h in first:
+        await add(index, store, h)
+    assert index.member_count() == 200 * (T + 1)
+    clock.now += 101
+    for h in first:  # every set gets touched by a lookup of its own chunk
+        assert (await index.lookup(h, claim=False)).kind is NearKind.MISS
+    assert index.member_count() == 0 and not index.sets
+    # Steady state: a new generation replaces the expired one instead of adding to it.
+    second = [random_hash(rng) for _ in range(200)]
+    for h in second:
+        await add(index, store, h)
+    clock.now += 101
+    for h in second:
+        await add(index, store, flip(h, [0]))  # inserts trim the sets they touch...
+    # ...and the sets no insert touched (the last chunk, where bit 0 lives) expire as a whole.
+    assert index.member_count() == 200 * (T + 1)
+
+
+# --- invalidated table copies ------------------------------------------------------------------------------------
+
+
+def test_a_revoked_table_entry_is_not_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(tables, "results_by_phash", {})
+    monkeypatch.setattr(tables, "_revoked", {})
+    h = "5" * 64
+    tables.remember_result(entry(h))
+    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is not None
+    tables.revoke(h, time.time())
+    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is None
+    assert h not in tables.results_by_phash
+    # A result stored after the invalidation is served again.
+    tables.remember_result(entry(h))
+    tables.results_by_phash[h]["stored_at"] = time.time() + 1
+    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is not None
+    tables.forget_revocations_before(time.time() + 10)
+    assert not tables._revoked
