@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from redis.exceptions import RedisError
 
-from api import handlers, ws
+from api import admin, handlers, ws
 from api.backends import connect
 from api.context import BACKENDS, BACKGROUND, HUB, METRICS, SETTINGS, Backends, Background
 from api.cors import cors_middleware
@@ -69,6 +69,8 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/waste/upload-complete/{job_id}", handlers.upload_complete)
     app.router.add_get("/api/v1/waste/results/{job_id}", handlers.get_result)
     app.router.add_get("/api/v1/waste/ws", ws.websocket)
+    app.router.add_delete("/api/v1/waste/admin/cache/{phash}", admin.invalidate_cached_result)
+    app.router.add_delete("/api/v1/waste/admin/cache", admin.invalidate_cached_result)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/metrics", handlers.metrics)

@@ -11,6 +11,7 @@ from aiobotocore.session import get_session
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from api.admin import RedisCacheAdmin
 from api.context import Backends
 from api.publisher import KafkaUploadPublisher
 from api.results import KafkaResultsSource
@@ -82,4 +83,5 @@ async def connect(settings: Settings) -> AsyncIterator[Backends]:
                 expires_s=settings.upload_url_expires_seconds,
             ),
             results=KafkaResultsSource(settings.kafka_bootstrap_servers, settings.results_retention_seconds),
+            cache_admin=RedisCacheAdmin(redis),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from api.store import JobStore
 from api.uploads import UploadStorage
 from models.settings import Settings
 
+if TYPE_CHECKING:
+    from api.admin import CacheAdmin
+
 
 @dataclass
 class Backends:
@@ -24,6 +28,7 @@ class Backends:
     publisher: UploadPublisher
     storage: UploadStorage
     results: ResultsSource
+    cache_admin: CacheAdmin | None = None  # operator invalidation; None disables the endpoint
 
 
 @dataclass

@@ -148,6 +148,32 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/waste/admin/cache/{phash}": {
+                "delete": {
+                    "summary": "Operators: stop serving the cached classification of one pHash",
+                    "description": "Needs `Authorization: Bearer <API_ADMIN_TOKEN>`; disabled (404) when unset.",
+                    "parameters": [{"name": "phash", "in": "path", "required": True,
+                                    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+                    "responses": {
+                        "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
+                        "400": _error("Malformed pHash"),
+                        "403": _error("Missing or wrong operator token"),
+                        "404": _error("Nothing cached under it, or operator endpoints disabled"),
+                    },
+                }
+            },
+            "/api/v1/waste/admin/cache": {
+                "delete": {
+                    "summary": "Operators: stop serving the cached classification a job paid for (`?job_id=`)",
+                    "parameters": [{"name": "job_id", "in": "query", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
+                        "400": _error("No job id"),
+                        "403": _error("Missing or wrong operator token"),
+                        "404": _error("Nothing cached for that job, or operator endpoints disabled"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Kafka producer, Redis and the results consumer",

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token_secret: SecretStr = SecretStr("dev-only-change-me")
+    api_admin_token: SecretStr | None = None  # enables DELETE /api/v1/waste/admin/cache/... for operators
     api_public_s3_url: str | None = None  # the S3 URL browsers upload to, if it differs from s3_endpoint_url
     upload_max_bytes: int = Field(default=15 * 1024 * 1024, ge=1)
     upload_url_expires_seconds: int = Field(default=900, ge=1)

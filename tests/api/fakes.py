@@ -125,17 +125,32 @@ class FakeResults:
             await on_results([await self.queue.get()])
 
 
+class FakeCacheAdmin:
+    def __init__(self) -> None:
+        self.cached: set[str] = set()
+
+    async def invalidate(self, *, phash: str | None, job_id: str | None) -> list[str]:
+        if phash is None and job_id is None:
+            raise ValueError("give a phash or a job id")
+        if phash is not None and phash in self.cached:
+            self.cached.discard(phash)
+            return [phash]
+        return []
+
+
 @dataclass
 class Fakes:
     store: FakeStore = field(default_factory=FakeStore)
     publisher: FakePublisher = field(default_factory=FakePublisher)
     storage: FakeStorage = field(default_factory=FakeStorage)
     results: FakeResults = field(default_factory=FakeResults)
+    cache_admin: FakeCacheAdmin = field(default_factory=FakeCacheAdmin)
 
     def backends(self) -> Callable[[Settings], Any]:
         @asynccontextmanager
         async def factory(settings: Settings) -> AsyncIterator[Backends]:
-            yield Backends(store=self.store, publisher=self.publisher, storage=self.storage, results=self.results)
+            yield Backends(store=self.store, publisher=self.publisher, storage=self.storage, results=self.results,
+                           cache_admin=self.cache_admin)
 
         return factory
 
