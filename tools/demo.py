@@ -56,7 +56,9 @@ def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
 async def start_pipeline(settings: Settings) -> None:
     worker_pid, new_worker = processes.start(
         "worker", [processes.venv_bin("faust"), "-A", "streams.app", "worker", "-l", "info"], "streams.app",
-        env={"KAFKA_AUTO_OFFSET_RESET": "latest"},
+        # A consumer group of its own, starting at the end: on a machine where tests or benchmarks have
+        # written to the same topics, a reused group would first replay all of their events.
+        env={"APP_ID": f"waste-demo-{int(time.time())}", "KAFKA_AUTO_OFFSET_RESET": "latest"},
     )
     api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api")
     print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
