@@ -83,10 +83,13 @@ def start_worker(settings: Settings, name: str = "worker") -> Worker:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{settings.app_id}.log"
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    (STACK_DIR / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)
     faust_bin = Path(sys.executable).with_name("faust")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(faust_bin), "-A", "streams.app", "worker", "-l", "info"],
+            # Faust's data folder goes under .stack/, not the working directory.
+            [str(faust_bin), "--datadir", str(STACK_DIR / "faust" / settings.app_id), "-A", "streams.app",
+             "worker", "-l", "info"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     return Worker(process, log_path)

@@ -54,11 +54,14 @@ def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
 
 
 async def start_pipeline(settings: Settings) -> None:
+    app_id = f"waste-demo-{int(time.time())}"
+    (processes.STACK_DIR / "faust" / app_id).mkdir(parents=True, exist_ok=True)
     worker_pid, new_worker = processes.start(
-        "worker", [processes.venv_bin("faust"), "-A", "streams.app", "worker", "-l", "info"], "streams.app",
+        "worker", [processes.venv_bin("faust"), "--datadir", str(processes.STACK_DIR / "faust" / app_id),
+                   "-A", "streams.app", "worker", "-l", "info"], "streams.app",
         # A consumer group of its own, starting at the end: on a machine where tests or benchmarks have
         # written to the same topics, a reused group would first replay all of their events.
-        env={"APP_ID": f"waste-demo-{int(time.time())}", "KAFKA_AUTO_OFFSET_RESET": "latest"},
+        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "latest"},
     )
     api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api")
     print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
