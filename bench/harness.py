@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from models.records import UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
+from tools.processes import free_port, settings_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
@@ -41,28 +41,6 @@ BENCH_CACHE = Path(__file__).resolve().parent / ".cache"
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess needs to build the same Settings (field names, upper-cased)."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        elif isinstance(value, list):
-            value = json.dumps(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[name.upper()] = str(getattr(value, "value", value))
-    return env
 
 
 # --- processes ------------------------------------------------------------------------------------------------

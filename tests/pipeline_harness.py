@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,32 +24,11 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
+from tools.processes import free_port, settings_env  # noqa: F401 (free_port is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
 SIMULATOR_URL = f"http://127.0.0.1:{os.environ.get('SIMULATOR_PORT', '8090')}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess needs to build the same Settings."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        elif isinstance(value, list):
-            value = json.dumps(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[name.upper()] = str(getattr(value, "value", value))
-    return env
 
 
 @dataclass

@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from models.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
@@ -50,3 +54,25 @@ def start(name: str, argv: list[str], pattern: str, env: dict[str, str] | None =
 
 def venv_bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess needs to build the same Settings (field names, upper-cased)."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = json.dumps(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name.upper()] = str(getattr(value, "value", value))
+    return env
