@@ -17,7 +17,7 @@ from streams.app import app
 from streams.channels import vision_requests_topic
 from streams.imaging import thumbnail_data_url
 from streams.near_index import hamming
-from streams.outcomes import dead_letter, done_result, failed_result, publish_result
+from streams.outcomes import dead_letter, dead_letter_undecodable, done_result, failed_result, publish_result
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,7 @@ async def classify(stream: Any) -> None:
         try:
             request = VisionRequest.model_validate_json(event.value)
         except ValidationError as exc:
-            await dead_letter(job_id=None, code=ErrorCode.INTERNAL_ERROR, message=f"bad vision request: {exc}",
-                              stage="classify", topic=topics.VISION_REQUESTS, partition=event.message.partition,
-                              offset=event.message.offset, original=event.value)
+            await dead_letter_undecodable(event, stage="classify", topic=topics.VISION_REQUESTS, error=exc)
             continue
         await answer_request(request)
 

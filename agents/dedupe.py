@@ -26,7 +26,7 @@ from streams.app import app
 from streams.app import settings as app_settings
 from streams.channels import dedupe_maintenance_topic, images_hashed_topic, vision_requests_topic
 from streams.near_index import INVALIDATED_KEY, NearKind, NearMatch, hamming
-from streams.outcomes import dead_letter, done_result, failed_result, publish_result
+from streams.outcomes import dead_letter_undecodable, done_result, failed_result, publish_result
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ async def dedupe(stream: Any) -> None:
         try:
             job = ImageHashed.model_validate_json(event.value)
         except ValidationError as exc:
-            await dead_letter(job_id=None, code=ErrorCode.INTERNAL_ERROR, message=f"bad hashed event: {exc}",
-                              stage="dedupe", topic=topics.IMAGES_HASHED, partition=event.message.partition,
-                              offset=event.message.offset, original=event.value)
+            await dead_letter_undecodable(event, stage="dedupe", topic=topics.IMAGES_HASHED, error=exc)
             continue
         await deduplicate(job)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from models.classification import WasteClassification
 from models.errors import ErrorCode
@@ -65,3 +66,10 @@ async def dead_letter(*, job_id: str | None, code: ErrorCode, message: str, stag
     letter = DeadLetter(job_id=job_id, code=code, message=message, stage=stage, topic=topic,
                         partition=partition, offset=offset, original=text[:100_000])
     await dead_letter_topic.send(key=job_id, value=letter.to_bytes())
+
+
+async def dead_letter_undecodable(event: Any, *, stage: str, topic: str, error: Exception) -> None:
+    """An internal event that does not parse: a bug upstream, kept for replay rather than crashing the agent."""
+    await dead_letter(job_id=None, code=ErrorCode.INTERNAL_ERROR, message=f"bad {stage} event: {error}",
+                      stage=stage, topic=topic, partition=event.message.partition, offset=event.message.offset,
+                      original=event.value)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
-from tools.processes import free_port, settings_env  # noqa: F401 (free_port is re-exported for the tests)
+from tools.processes import free_port, settings_env, stop_process  # noqa: F401 (free_port is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
@@ -40,13 +39,7 @@ class Worker:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, timeout)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -76,3 +76,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = "true" if value else "false"
         env[name.upper()] = str(getattr(value, "value", value))
     return env
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """TERM, wait, then KILL: Faust workers need the TERM to leave their consumer group cleanly."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
