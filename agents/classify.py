@@ -33,7 +33,11 @@ async def classify(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter_undecodable(event, stage="classify", topic=topics.VISION_REQUESTS, error=exc)
             continue
-        await answer_request(request)
+        try:
+            await answer_request(request)
+        except Exception as exc:  # a bug must not crash the actor and leave the jobs without their one result
+            log.exception("job_id=%s phash=%s: unexpected error in classify", request.job.job_id, request.phash)
+            await _fail_all(request, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
 
 
 async def answer_request(request: VisionRequest) -> None:
@@ -42,7 +46,7 @@ async def answer_request(request: VisionRequest) -> None:
     job = request.job
     # A redelivered request (after a crash or rebalance) may already be answered: never pay twice for it.
     entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
-                                model_version=settings.model_version) or await res.cache.get(request.phash)
+                                model_version=settings.model_version) or await _cached(res, request.phash)
     if entry is not None:
         await _answer_all(request, entry, paid=False)
         return
@@ -66,7 +70,10 @@ async def answer_request(request: VisionRequest) -> None:
     metrics.model_latency_seconds.observe(time.monotonic() - started)
     entry = CachedClassification(phash=request.phash, classification=answer.classification,
                                  model_version=settings.model_version, job_id=job.job_id, created_at=utcnow())
-    await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
+    try:
+        await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
+    except RedisError as exc:  # the answer is paid for: deliver it; this worker's table still serves copies
+        log.warning("job_id=%s phash=%s: could not cache the result (%s)", job.job_id, request.phash, exc)
     try:
         # Then the near-duplicate index (same TTL), the job -> pHash mapping, and the claim is dropped.
         await near_index.for_resources(res).add(entry)
@@ -74,6 +81,14 @@ async def answer_request(request: VisionRequest) -> None:
         log.warning("job_id=%s phash=%s: could not index the result (%s)", job.job_id, request.phash, exc)
     tables.remember_result(entry)
     await _answer_all(request, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
+
+
+async def _cached(res: resources.Resources, phash: str) -> CachedClassification | None:
+    try:
+        return await res.cache.get(phash)
+    except RedisError as exc:  # then the call is made: paying twice beats never answering
+        log.warning("phash=%s: shared cache lookup failed (%s)", phash, exc)
+        return None
 
 
 def _jobs_to_answer(request: VisionRequest) -> list[ImageHashed]:

@@ -44,7 +44,12 @@ async def dedupe(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter_undecodable(event, stage="dedupe", topic=topics.IMAGES_HASHED, error=exc)
             continue
-        await deduplicate(job)
+        try:
+            await deduplicate(job)
+        except Exception as exc:  # a bug must not crash the agent and leave the job without its one result
+            log.exception("job_id=%s phash=%s: unexpected error in dedupe", job.job_id, job.phash)
+            await publish_result(failed_result(job.job_id, ErrorCode.INTERNAL_ERROR, type(exc).__name__,
+                                               key=job.key, image_url=job.image_url, fetch=job.fetch))
 
 
 async def deduplicate(job: ImageHashed) -> None:
@@ -60,7 +65,7 @@ async def deduplicate(job: ImageHashed) -> None:
     if entry is not None:
         await _answer_from_cache(job, entry, CacheSource.TABLE, started)
         return
-    entry = await res.cache.get(job.phash)
+    entry = await _shared_cache_get(res, job)
     # The await above let other events run: look at the table again before deciding.
     if entry is None:
         entry = _table_hit(job.phash)
@@ -109,6 +114,16 @@ async def deduplicate(job: ImageHashed) -> None:
     await vision_requests_topic.send(
         key=job.phash, value=VisionRequest(phash=job.phash, job=job, requested_at=utcnow()).to_bytes()
     )
+
+
+async def _shared_cache_get(res: resources.Resources, job: ImageHashed, phash: str | None = None
+                            ) -> CachedClassification | None:
+    """The Redis entry for ``phash`` (default: the job's); a Redis that fails is a miss, never a failed job."""
+    try:
+        return await res.cache.get(phash or job.phash)
+    except RedisError as exc:
+        log.warning("job_id=%s: shared cache lookup failed (%s); treating it as a miss", job.job_id, exc)
+        return None
 
 
 def _table_hit(phash: str) -> CachedClassification | None:
@@ -186,7 +201,7 @@ async def _join_near_call(job: ImageHashed, started: float) -> None:
                      owner)
             return
         if attempt == 0:
-            entry = await res.cache.get(owner)  # answered on another worker, or before this worker took over
+            entry = await _shared_cache_get(res, job, owner)  # answered on another worker, or before this one
             if entry is not None:
                 await _answer_from_cache(job, entry, CacheSource.NEAR, started, distance=distance)
                 return

@@ -212,7 +212,6 @@ async def stack_phases(plan: Plan, sections: set[str], hit_photos: list[Path], m
     settings = load_settings(
         app_id=f"waste-bench-{run_id}",
         prompt_version=f"bench-{run_id}",  # every cached result of earlier runs is a miss for this run
-        kafka_auto_offset_reset="latest",
         worker_web_port=free_port(),
         openai_base_url=sim.openai_base_url,
         cache_ttl_seconds=3600,  # the bench's entries need not outlive it by a week

@@ -29,6 +29,7 @@ from models.records import UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
+from tools.kafka_admin import start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,8 @@ def _spawn(name: str, argv: list[str], settings: Settings, tag: str) -> subproce
 
 def start_worker(settings: Settings) -> Proc:
     """``faust -A streams.app worker``, its table data in bench/.cache (removed on stop)."""
+    settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
+    start_group_at_end_blocking(settings)  # a new group: skip earlier runs' events, never its own
     datadir = BENCH_CACHE / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     faust_bin = Path(sys.executable).with_name("faust")

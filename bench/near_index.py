@@ -243,7 +243,7 @@ async def _burst_once(name: str, overrides: dict[str, Any], files: list[tuple[in
 
     session = uuid.uuid4().hex[:8]
     settings = Settings(_env_file=None, app_id=f"waste-near-bench-{session}",  # type: ignore[call-arg]
-                        prompt_version=f"near-bench-{session}", kafka_auto_offset_reset="latest",
+                        prompt_version=f"near-bench-{session}",
                         worker_web_port=free_port(), **overrides)
     await simulator("POST", "/_sim/config", {"latency_ms": latency_ms, "jitter_ms": latency_ms // 6, "script": []})
     worker = start_worker(settings, name=f"near-bench-{name}")

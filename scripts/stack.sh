@@ -368,6 +368,13 @@ s3_up() {
     say "s3: ready (versitygw $VERSITYGW_VERSION, pid $(read_pid s3), port $S3_PORT)"
 }
 
+kafka_topics() {
+    # The pipeline's topics with their partition counts, before any client can auto-create one with a single
+    # partition (tools/kafka_admin.py). Existing topics are left as they are.
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT "$PYTHON" -m tools.kafka_admin create-topics \
+        | sed 's/^/[stack] topics: /' || die "creating the Kafka topics failed"
+}
+
 s3_bootstrap() {
     [[ -x $PYTHON ]] || die "$PYTHON not found: create the venv (python3.11 -m venv .venv && .venv/bin/pip install -c constraints.txt .) or set PYTHON"
     local endpoint="http://127.0.0.1:$S3_PORT"
@@ -424,6 +431,7 @@ cmd_up() {
     local sim_ok=0
     simulator_up || sim_ok=1
     kafka_wait
+    kafka_topics
     if (( sim_ok != 0 )); then
         die "simulator failed to start (see $LOG_DIR/simulator.log); the other services are up ($(since "$t0")s)"
     fi

@@ -24,4 +24,13 @@ status=$?
 .venv/bin/python -m pytest tests -m stack_lifecycle
 lifecycle=$?
 set -e
+if [[ $status -ne 0 ]]; then
+  # CI keeps only this output: end it with what the workers and services warned about, counted.
+  for log in .stack/logs/worker-*.log .stack/logs/kafka.log; do
+    [[ -f $log ]] || continue
+    echo "=== warnings and errors in $log (count, message) ==="
+    grep -E '\[(WARNING|ERROR)\]|WARN |ERROR ' "$log" | sed -E 's/^\[[^]]*\] (\[[0-9]+\] )?//; s/[0-9a-f]{8}-[0-9a-f-]{27}/<id>/g; s/[0-9a-f]{64}/<hash>/g' | cut -c1-160 \
+      | sort | uniq -c | sort -rn | head -15 || true
+  done
+fi
 [[ $status -eq 0 && $lifecycle -eq 0 ]]

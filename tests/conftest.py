@@ -32,6 +32,19 @@ def settings_factory() -> Callable[..., Settings]:
     return make
 
 
+_workers: list[Worker] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test that used the pipeline shows what the worker logged: CI keeps nothing else of it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "pipeline" in getattr(item, "fixturenames", ()):
+        for worker in _workers:
+            report.sections.append((f"worker log {worker.log_path.name}", worker.log_digest()))
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -52,7 +65,6 @@ def pipeline() -> Iterator[Pipeline]:
         app_id=f"waste-test-{session}",
         # A prompt version of its own makes every cached result of earlier runs a miss for this session.
         prompt_version=f"test-{session}",
-        kafka_auto_offset_reset="latest",
         worker_web_port=free_port(),
         vision_backoff_base_seconds=0.05,
         inflight_timeout_seconds=60,
@@ -60,6 +72,7 @@ def pipeline() -> Iterator[Pipeline]:
     asyncio.run(simulator("POST", "/_sim/reset"))
     asyncio.run(simulator("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50}))
     worker = start_worker(settings)
+    _workers.append(worker)
     client = PipelineClient(settings)
     try:
         asyncio.run(wait_until_pipeline_answers(client, worker))

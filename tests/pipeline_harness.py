@@ -23,6 +23,7 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
+from tools.kafka_admin import start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process  # noqa: F401 (free_port is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +48,25 @@ class Worker:
         except OSError:
             return "(no log)"
 
+    def log_digest(self, warnings: int = 80, tail: int = 25) -> str:
+        """What a failed test report shows of the worker: its warnings and errors, then its last lines."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        alerts = [line[:300] for line in lines if "[WARNING]" in line or "[ERROR]" in line or "Traceback" in line]
+        return "\n".join([f"--- {len(alerts)} warning/error lines (last {warnings}) ---", *alerts[-warnings:],
+                          f"--- last {tail} lines ---", *(line[:300] for line in lines[-tail:])])
+
 
 def start_worker(settings: Settings, name: str = "worker") -> Worker:
+    """A worker in a consumer group of its own that starts at the end of every topic it reads.
+
+    The group's offsets are committed at the end first and the worker reads from the earliest uncommitted
+    offset, so it neither replays earlier sessions' events nor skips any of its own (tools/kafka_admin.py).
+    """
+    settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
+    start_group_at_end_blocking(settings)
     log_dir = STACK_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{settings.app_id}.log"

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.settings import Settings, load_settings
 from streams import topics
 from tools import processes
+from tools.kafka_admin import start_group_at_end
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "waste"
 
@@ -56,12 +57,14 @@ def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
 async def start_pipeline(settings: Settings) -> None:
     app_id = f"waste-demo-{int(time.time())}"
     (processes.STACK_DIR / "faust" / app_id).mkdir(parents=True, exist_ok=True)
+    if processes.running_pid("worker", "streams.app") is None:
+        # A consumer group of its own, starting at the end of the topics: on a machine where tests or
+        # benchmarks wrote to the same topics, a reused group would first replay all of their events.
+        await start_group_at_end(settings.model_copy(update={"app_id": app_id}))
     worker_pid, new_worker = processes.start(
         "worker", [processes.venv_bin("faust"), "--datadir", str(processes.STACK_DIR / "faust" / app_id),
                    "-A", "streams.app", "worker", "-l", "info"], "streams.app",
-        # A consumer group of its own, starting at the end: on a machine where tests or benchmarks have
-        # written to the same topics, a reused group would first replay all of their events.
-        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "latest"},
+        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest"},
     )
     api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api")
     print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "

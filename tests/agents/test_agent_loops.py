@@ -42,3 +42,23 @@ async def test_dedupe_loop_asks_for_one_call_per_hash(harness: Harness) -> None:
             event = hashed(job)
             await agent.put(key=event.phash, value=event.to_bytes())
     assert len(harness.requests.messages) == 1
+
+
+async def test_an_unexpected_error_in_dedupe_fails_that_job_and_the_agent_goes_on(harness: Harness,
+                                                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import agents.dedupe
+
+    real = agents.dedupe.deduplicate
+
+    async def buggy(job):  # type: ignore[no-untyped-def]
+        if job.job_id == "bad":
+            raise KeyError("a bug")
+        await real(job)
+
+    monkeypatch.setattr(agents.dedupe, "deduplicate", buggy)
+    async with dedupe.test_context() as agent:
+        for job in ("bad", "good"):
+            event = hashed(job)
+            await agent.put(key=event.phash, value=event.to_bytes())
+    assert harness.results_by_job()["bad"]["error"]["code"] == "INTERNAL_ERROR"
+    assert len(harness.requests.messages) == 1  # "good" went on to its model call

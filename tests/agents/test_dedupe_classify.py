@@ -109,3 +109,20 @@ async def test_a_stale_inflight_call_is_reissued_and_answers_old_waiters(harness
     assert len(harness.requests.messages) == 1
     await run_requests(harness)
     assert set(harness.results_by_job()) == {"owner", "waiter", "late"}
+
+
+async def test_a_failing_shared_cache_is_a_miss_and_every_job_is_still_answered(harness: Harness,
+                                                                                 monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def down(*_: object) -> None:
+        raise RedisConnectionError("Redis is down")
+
+    monkeypatch.setattr(harness.cache, "get", down)
+    monkeypatch.setattr(harness.cache, "put", down)
+    for i in range(3):
+        await deduplicate(hashed(f"job-{i}"))
+    await run_requests(harness)
+    results = harness.results_by_job()
+    assert len(harness.vision.calls) == 1  # the partition's own table still deduplicates the burst
+    assert {r["status"] for r in results.values()} == {"done"} and len(harness.results.messages) == 3

@@ -1,0 +1,115 @@
+"""Kafka housekeeping before a worker starts: the pipeline's topics, and where a new consumer group begins.
+
+``create-topics``: every topic of :mod:`streams.topics` with ``TOPIC_PARTITIONS`` partitions (idempotent; run by
+``scripts/stack.sh up``). Left to the broker's auto-creation, whichever client touches a topic first creates it
+with the broker's default of one partition.
+
+``start-at-end GROUP``: commit GROUP's offsets at the current end of every topic the worker reads. A new
+deployment (a test session, a benchmark, the demo) then ignores what earlier ones left in the shared topics,
+while the worker runs with ``KAFKA_AUTO_OFFSET_RESET=earliest``. Starting the group with ``latest`` instead is
+not safe: an internal partition (hashed images, vision requests) that has no committed offset yet when a
+rebalance happens is reset to its end, and the events waiting there are skipped: jobs that never get a result.
+
+    python -m tools.kafka_admin create-topics
+    python -m tools.kafka_admin start-at-end waste-demo-1234
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import sys
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from models.settings import Settings
+from streams import topics
+
+# The topics a worker's consumer group reads (the results and dead-letter topics are only written).
+WORKER_SOURCES = (topics.UPLOADS_COMPLETED, topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE)
+
+
+async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS) -> dict[str, int]:
+    """Create the missing topics; returns every topic's partition count (a pre-existing topic keeps its own)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+                   for name in names if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # created by someone else meanwhile
+                pass
+    finally:
+        await admin.close()
+    return await _partition_counts(settings, names)
+
+
+async def _partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
+    """Partition counts of the topics in ``names`` that exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [name for name in names if name in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+        return {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()
+
+
+async def start_group_at_end(settings: Settings, group_id: str | None = None,
+                             names: tuple[str, ...] = WORKER_SOURCES) -> dict[str, int]:
+    """Commit ``group_id``'s offsets (default: APP_ID) at the end of ``names``; returns the events skipped per topic.
+
+    The group must have no live members (run it before the worker starts).
+    """
+    partitions = [TopicPartition(name, p) for name, count in (await _partition_counts(settings, names)).items()
+                  for p in range(count)]
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=group_id or settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: offset for tp, offset in ends.items()})
+        skipped: dict[str, int] = {}
+        for tp, offset in ends.items():
+            skipped[tp.topic] = skipped.get(tp.topic, 0) + offset
+        return skipped
+    finally:
+        await consumer.stop()
+
+
+def start_group_at_end_blocking(settings: Settings, group_id: str | None = None) -> dict[str, int]:
+    """:func:`start_group_at_end` for synchronous callers, also from inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, start_group_at_end(settings, group_id)).result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.kafka_admin", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("create-topics", help="create the pipeline's topics with TOPIC_PARTITIONS partitions")
+    start = commands.add_parser("start-at-end", help="commit a new group's offsets at the end of its topics")
+    start.add_argument("group", nargs="?", help="consumer group (default: APP_ID)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.command == "create-topics":
+        print(json.dumps({"partitions": asyncio.run(create_topics(settings))}))
+    else:
+        print(json.dumps({"group": args.group or settings.app_id,
+                          "offsets_at_end": asyncio.run(start_group_at_end(settings, args.group))}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
