@@ -31,8 +31,12 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"  # where the worker's /metrics listens; 0.0.0.0 in a container
     worker_web_enabled: bool = True
-    # Where a new consumer group starts. "earliest" loses nothing; tests use "latest" to skip old events.
+    # Where a group reads a partition it has no committed offset for. "latest" can skip events of the internal
+    # topics after a rebalance; to start a new group at the end, use `python -m tools.kafka_admin start-at-end`.
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # How soon the worker notices topics or partitions that appeared after it joined its group (the client's
+    # default is 5 minutes, during which such partitions are read by nobody).
+    kafka_metadata_max_age_ms: int = Field(default=30_000, ge=1000)
 
     # --- Redis (shared result cache; source of truth for the TTL)
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -61,6 +61,7 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.producer_linger_ms = 0
     conf.broker_commit_every = 100
     conf.consumer_auto_offset_reset = s.kafka_auto_offset_reset
+    conf.consumer_metadata_max_age_ms = s.kafka_metadata_max_age_ms
     # No standby copies: each table partition lives on its owner only, so timers sweep each entry once.
     conf.table_standby_replicas = 0
 

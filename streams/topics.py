@@ -14,3 +14,6 @@ DEAD_LETTER = "waste.dead-letter"  # key job_id when known
 DEDUPE_MAINTENANCE = "waste.dedupe.maintenance"  # key phash; expiry and lost-call checks for the dedupe tables
 
 ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER, DEDUPE_MAINTENANCE)
+
+# The topics a worker's consumer group reads (it only writes the results and dead-letter topics).
+WORKER_SOURCES = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, DEDUPE_MAINTENANCE)

@@ -23,7 +23,7 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
-from tools.kafka_admin import start_group_at_end_blocking
+from tools.kafka_admin import partition_counts, start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process  # noqa: F401 (free_port is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,10 +189,35 @@ async def wait_until_pipeline_answers(client: PipelineClient, worker: Worker, ti
             await watcher.publish_raw(probe.encode(), b'{"probe": true}')
             try:
                 await watcher.wait_for([probe], timeout=3.0)
-                return
             except TimeoutError:
                 continue
+            await wait_until_worker_holds_every_partition(client.settings, worker, deadline - time.monotonic())
+            return
     raise TimeoutError(f"the worker did not answer within {timeout}s:\n{worker.log_tail()}")
+
+
+async def wait_until_worker_holds_every_partition(settings: Settings, worker: Worker, timeout: float) -> None:
+    """A lone worker must hold every partition of every topic it reads, at the topics' real partition counts.
+
+    The probe only proves the input topic is read; a topic missing from the worker's metadata when it joined
+    would be read by nobody until a later rebalance.
+    """
+    expected = await partition_counts(settings, topics.WORKER_SOURCES)
+    url = f"http://127.0.0.1:{settings.worker_web_port}/readyz"
+    deadline = time.monotonic() + max(timeout, 5.0)
+    body: object = None
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(url) as response:
+                body = await response.json()
+            if response.status == 200 and isinstance(body, dict):
+                held, counts = body["partitions_held"], body["partition_counts"]
+                expected_all = {**{t: counts.get(t) or 0 for t in held}, **expected}
+                if all(n > 0 and held.get(t) == list(range(n)) for t, n in expected_all.items()):
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"the worker does not hold every partition (expected {expected}): {body}\n"
+                       f"{worker.log_digest()}")
 
 
 async def simulator(method: str, path: str, payload: dict | None = None) -> dict:  # type: ignore[type-arg]

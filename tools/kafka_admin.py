@@ -29,8 +29,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from models.settings import Settings
 from streams import topics
 
-# The topics a worker's consumer group reads (the results and dead-letter topics are only written).
-WORKER_SOURCES = (topics.UPLOADS_COMPLETED, topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE)
+# Partitions of these line up with each other and with the dedupe tables' changelogs.
+PHASH_KEYED = (topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE)
 
 
 async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS) -> dict[str, int]:
@@ -48,10 +48,10 @@ async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_
                 pass
     finally:
         await admin.close()
-    return await _partition_counts(settings, names)
+    return await partition_counts(settings, names)
 
 
-async def _partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
+async def partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
     """Partition counts of the topics in ``names`` that exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
@@ -65,12 +65,12 @@ async def _partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[
 
 
 async def start_group_at_end(settings: Settings, group_id: str | None = None,
-                             names: tuple[str, ...] = WORKER_SOURCES) -> dict[str, int]:
+                             names: tuple[str, ...] = topics.WORKER_SOURCES) -> dict[str, int]:
     """Commit ``group_id``'s offsets (default: APP_ID) at the end of ``names``; returns the events skipped per topic.
 
     The group must have no live members (run it before the worker starts).
     """
-    partitions = [TopicPartition(name, p) for name, count in (await _partition_counts(settings, names)).items()
+    partitions = [TopicPartition(name, p) for name, count in (await partition_counts(settings, names)).items()
                   for p in range(count)]
     if not partitions:
         return {}
@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "create-topics":
-        print(json.dumps({"partitions": asyncio.run(create_topics(settings))}))
+        counts = asyncio.run(create_topics(settings))
+        print(json.dumps({"partitions": counts}))
+        keyed_by_phash = {counts.get(name) for name in PHASH_KEYED}
+        if len(keyed_by_phash) != 1:
+            print(f"error: the pHash-keyed topics {PHASH_KEYED} must have equal partition counts "
+                  f"(their partitions line up with the tables' changelogs); recreate them", file=sys.stderr)
+            return 1
     else:
         print(json.dumps({"group": args.group or settings.app_id,
                           "offsets_at_end": asyncio.run(start_group_at_end(settings, args.group))}))

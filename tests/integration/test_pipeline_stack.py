@@ -238,3 +238,22 @@ async def test_worker_exposes_prometheus_metrics(pipeline) -> None:  # type: ign
                  "waste_fetch_total", "waste_failures_total"):
         assert name in body
     assert 'waste_results_total{source="model",status="done"}' in body
+
+
+async def test_worker_readiness_lists_the_partitions_it_holds(pipeline) -> None:  # type: ignore[no-untyped-def]
+    import aiohttp
+
+    from streams import topics
+    from tools.kafka_admin import partition_counts
+
+    counts = await partition_counts(pipeline.settings, topics.WORKER_SOURCES)
+    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/readyz"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["ready"] is True
+    # The session's only worker of its group holds every partition of every topic it reads.
+    for topic, count in counts.items():
+        assert body["partitions_held"][topic] == list(range(count))
+        assert body["partition_counts"][topic] == count
+    changelogs = [t for t in body["partitions_held"] if t.endswith("-changelog")]
+    assert len(changelogs) == 2 and all(body["partitions_held"][t] for t in changelogs)

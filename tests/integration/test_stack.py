@@ -431,7 +431,9 @@ def compose() -> dict[str, Any]:
 
 def test_compose_file_matches_the_pinned_stack() -> None:
     services = compose()["services"]
-    assert {"kafka", "redis", "s3", "s3-init", "edge", "simulator", "worker", "api"} <= services.keys()
+    assert {"kafka", "kafka-init", "redis", "s3", "s3-init", "edge", "simulator", "worker", "api"} <= services.keys()
+    assert services["kafka-init"]["command"][-3:] == ["-m", "tools.kafka_admin", "create-topics"]
+    assert services["worker"]["depends_on"]["kafka-init"] == {"condition": "service_completed_successfully"}
 
     assert services["kafka"]["image"].endswith(f"apache/kafka:{pinned('KAFKA_VERSION')}")
     assert services["s3"]["image"].endswith(f"versity/versitygw:{pinned('VERSITYGW_VERSION')}")
