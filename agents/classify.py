@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import functools
 import logging
 import time
 from typing import Any
@@ -15,7 +18,7 @@ from models.settings import VisionImageMode
 from streams import metrics, near_index, resources, tables, topics
 from streams.app import app
 from streams.channels import vision_requests_topic
-from streams.imaging import thumbnail_data_url
+from streams.imaging import make_thumbnail, thumbnail_data_url
 from streams.near_index import hamming
 from streams.outcomes import dead_letter, dead_letter_undecodable, done_result, failed_result, publish_result
 
@@ -50,14 +53,9 @@ async def answer_request(request: VisionRequest) -> None:
     if entry is not None:
         await _answer_all(request, entry, paid=False)
         return
-    image_ref = (
-        thumbnail_data_url(_b64decode(job.thumbnail_b64))
-        if settings.vision_image_mode is VisionImageMode.DATA_URL and job.thumbnail_b64
-        else job.image_url
-    )
     started = time.monotonic()
     try:
-        answer = await res.vision.classify(image_ref)
+        answer = await res.vision.classify(await _image_for_model(res, job))
     except PipelineError as exc:
         metrics.model_calls_total.labels(outcome=exc.code.value).inc()
         await _fail_all(request, exc.code, exc.message)
@@ -139,7 +137,17 @@ async def _fail_all(request: VisionRequest, code: ErrorCode, message: str) -> No
                                            fetch=job.fetch))
 
 
-def _b64decode(value: str) -> bytes:
-    import base64
+async def _image_for_model(res: resources.Resources, job: ImageHashed) -> str:
+    """What the model is shown: the CDN URL, or (by default) a small JPEG inline, made here, only on a miss.
 
-    return base64.b64decode(value)
+    The image is fetched again for it, through the CDN that cached it when it was hashed: a few milliseconds
+    beside a model call of seconds, and the hashed-image events stay small for the hits.
+    """
+    if res.settings.vision_image_mode is not VisionImageMode.DATA_URL:
+        return job.image_url
+    if job.thumbnail_b64:  # events written before thumbnails moved here
+        return thumbnail_data_url(base64.b64decode(job.thumbnail_b64))
+    fetched = await res.fetcher.fetch(job.bucket, job.key)
+    jpeg = await asyncio.get_running_loop().run_in_executor(
+        res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=res.settings.max_image_pixels))
+    return thumbnail_data_url(jpeg)

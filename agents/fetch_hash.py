@@ -1,24 +1,24 @@
-"""uploads.completed -> fetch (CDN, S3 fallback) -> decode + pHash in the executor -> images.hashed (key=phash)."""
+"""uploads.completed -> fetch (CDN, S3 fallback) -> pHash (known for these bytes, or decoded in the executor)
+-> images.hashed (key=phash)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import logging
 import time
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from models.errors import ErrorCode, PipelineError
 from models.records import ImageHashed, UploadCompleted, utcnow
-from models.settings import VisionImageMode
 from streams import metrics, resources, topics
 from streams.app import app
 from streams.channels import images_hashed_topic, uploads_completed_topic
 from streams.fetch import cdn_url
-from streams.imaging import hash_image
+from streams.imaging import content_digest, hash_image
 from streams.outcomes import dead_letter, failed_result, publish_result
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,7 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
         fetch_ms = (time.monotonic() - started) * 1000
         metrics.fetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
         started = time.monotonic()
-        hashed = await asyncio.get_running_loop().run_in_executor(
-            res.executor,
-            functools.partial(
-                hash_image, fetched.data, max_pixels=settings.max_image_pixels,
-                with_thumbnail=settings.vision_image_mode is VisionImageMode.DATA_URL,
-            ),
-        )
+        phash = await _phash(res, fetched.data)
         hash_ms = (time.monotonic() - started) * 1000
     except PipelineError as exc:
         await _fail(upload.job_id, exc.code, exc.message, value, partition, offset, image_key=upload.key)
@@ -70,14 +64,38 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
         return
     metrics.stage_seconds.labels(stage="fetch").observe(fetch_ms / 1000)
     metrics.stage_seconds.labels(stage="hash").observe(hash_ms / 1000)
-    thumbnail = base64.b64encode(hashed.thumbnail_jpeg).decode("ascii") if hashed.thumbnail_jpeg else None
     event = ImageHashed(
-        job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=hashed.phash,
+        job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=phash,
         image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at,
-        timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2)}, thumbnail_b64=thumbnail,
+        timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2)},
     )
-    log.debug("job_id=%s phash=%s source=%s", upload.job_id, hashed.phash, fetched.info.source)
-    await images_hashed_topic.send(key=hashed.phash, value=event.to_bytes())
+    log.debug("job_id=%s phash=%s source=%s", upload.job_id, phash, fetched.info.source)
+    await images_hashed_topic.send(key=phash, value=event.to_bytes())
+
+
+async def _phash(res: resources.Resources, data: bytes) -> str:
+    """The image's pHash: remembered for these exact bytes, else decoded and hashed (off the event loop)."""
+    loop = asyncio.get_running_loop()
+    digest = None
+    if res.digests is not None:
+        digest = await loop.run_in_executor(res.executor, content_digest, data)
+        try:
+            known = await res.digests.phash_of(digest)
+        except RedisError as exc:  # then decode, as without the cache
+            log.warning("digest lookup failed (%s); decoding", exc)
+            known = None
+        if known is not None:
+            metrics.hash_total.labels(path="digest").inc()
+            return known
+    hashed = await loop.run_in_executor(
+        res.executor, functools.partial(hash_image, data, max_pixels=res.settings.max_image_pixels))
+    metrics.hash_total.labels(path="decode").inc()
+    if digest is not None and res.digests is not None:
+        try:
+            await res.digests.remember(digest, hashed.phash)
+        except RedisError as exc:
+            log.warning("could not remember the digest (%s)", exc)
+    return hashed.phash
 
 
 async def _fail(job_id: str | None, code: ErrorCode, message: str, original: bytes, partition: int | None,

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)  # decompression-bomb guard (~8000x6000)
     hash_workers: int = Field(default=2, ge=1)
+    # Remember the pHash of each upload's SHA-256 in Redis: a byte-identical re-upload then skips the decode.
+    content_digest_cache: bool = True
 
     # --- Vision model (any OpenAI-compatible endpoint)
     openai_api_key: SecretStr = SecretStr("sim-key")

@@ -9,6 +9,7 @@ several times faster than a full decode, and the hash stays within a few bits of
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ HASH_SIZE = 16  # 16x16 DCT bits = 256-bit pHash, as in the original design
 # hashes drift up to 24 bits from a full decode (measured on the shared photos). Drafting to >= 256 px keeps
 # them within 4 bits and still lets libjpeg scale a 4032x3024 phone photo by 1/8.
 _DRAFT_MIN_PX = 256
-# The thumbnail sent to the vision model: long side at most this, produced from the same decode.
+# The thumbnail sent to the vision model: long side at most this. Made only for a model call (a cache miss).
 THUMBNAIL_MAX_PX = 512
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -35,10 +36,14 @@ class HashedImage:
     width: int  # original pixel size, before draft scaling
     height: int
     format: str
-    thumbnail_jpeg: bytes | None
 
 
-def hash_image(data: bytes, *, max_pixels: int, with_thumbnail: bool = False) -> HashedImage:
+def content_digest(data: bytes) -> str:
+    """SHA-256 of the bytes: names a byte-identical re-upload, whose pHash is then already known."""
+    return hashlib.sha256(data).hexdigest()  # hashlib releases the GIL on large inputs
+
+
+def hash_image(data: bytes, *, max_pixels: int) -> HashedImage:
     """Decode ``data`` cheaply, apply EXIF orientation and compute the 256-bit pHash.
 
     Raises :class:`PipelineError` with a stable code for anything that is not a usable image.
@@ -54,12 +59,23 @@ def hash_image(data: bytes, *, max_pixels: int, with_thumbnail: bool = False) ->
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
         digest = str(imagehash.phash(image, hash_size=HASH_SIZE))
-        thumbnail = _thumbnail_jpeg(image) if with_thumbnail else None
     except PipelineError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise PipelineError(ErrorCode.IMAGE_UNDECODABLE, f"cannot decode image: {exc}") from exc
-    return HashedImage(phash=digest, width=width, height=height, format=fmt, thumbnail_jpeg=thumbnail)
+    return HashedImage(phash=digest, width=width, height=height, format=fmt)
+
+
+def make_thumbnail(data: bytes, *, max_pixels: int) -> bytes:
+    """A JPEG of at most THUMBNAIL_MAX_PX on its long side, upright, for the model (same checks as hashing)."""
+    image = _open_checked(data, max_pixels=max_pixels)
+    try:
+        image.draft("RGB", (THUMBNAIL_MAX_PX, THUMBNAIL_MAX_PX))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _thumbnail_jpeg(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise PipelineError(ErrorCode.IMAGE_UNDECODABLE, f"cannot decode image: {exc}") from exc
 
 
 def full_decode_phash(data: bytes) -> str:

@@ -13,6 +13,7 @@ model_latency_seconds = Histogram(
     "waste_model_latency_seconds", "Vision-model latency including retries",
     buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 30, 60),
 )
+hash_total = Counter("waste_hash_total", "pHashes, by how they were found (decode | digest)", ["path"])
 fetch_total = Counter("waste_fetch_total", "Image fetches, by source and edge cache status", ["source", "cdn_cache"])
 stage_seconds = Histogram(
     "waste_stage_seconds", "Time per stage", ["stage"],

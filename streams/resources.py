@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from models.settings import Settings
 from streams.cache import ResultCache
 from streams.clients import s3_client
+from streams.digests import DigestIndex
 from streams.fetch import ImageFetcher
 from streams.vision import VisionClient
 
@@ -33,6 +34,7 @@ class Resources:
     redis: Redis
     # Pillow releases the GIL while decoding, so threads use both cores without pickling images to processes.
     executor: Executor
+    digests: DigestIndex | None = None  # None: every upload is decoded (CONTENT_DIGEST_CACHE=false)
 
 
 class _Holder:
@@ -85,4 +87,6 @@ async def open_resources(settings: Settings):  # type: ignore[no-untyped-def]
             vision=vision,
             redis=redis,
             executor=executor,
+            digests=(DigestIndex(redis, ttl_seconds=settings.cache_ttl_seconds)
+                     if settings.content_digest_cache else None),
         )

@@ -61,15 +61,25 @@ class FakeVision:
 
 
 class FakeFetcher:
-    def __init__(self) -> None:
+    """Serves ``objects``, and a real photo for any key under ``made_up_prefix``: the images behind the hashed
+    events that dedupe/classify tests make up (classify fetches them again for the model's thumbnail)."""
+
+    def __init__(self, made_up_prefix: str = "k/") -> None:
         self.objects: dict[str, bytes] = {}
+        self.made_up_prefix = made_up_prefix
+        self.fetched: list[str] = []
 
     async def fetch(self, bucket: str, key: str) -> FetchedImage:
         from models.records import FetchInfo, FetchSource
+        from tests import samples
 
-        if key not in self.objects:
+        self.fetched.append(key)
+        if key.startswith(self.made_up_prefix):
+            data = samples.photo_bytes(3)
+        elif key in self.objects:
+            data = self.objects[key]
+        else:
             raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, key)
-        data = self.objects[key]
         return FetchedImage(data, FetchInfo(source=FetchSource.CDN, cdn_cache="miss", bytes=len(data)))
 
 

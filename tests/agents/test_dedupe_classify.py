@@ -126,3 +126,13 @@ async def test_a_failing_shared_cache_is_a_miss_and_every_job_is_still_answered(
     results = harness.results_by_job()
     assert len(harness.vision.calls) == 1  # the partition's own table still deduplicates the burst
     assert {r["status"] for r in results.values()} == {"done"} and len(harness.results.messages) == 3
+
+
+async def test_the_model_sees_a_thumbnail_made_on_the_miss_only(harness: Harness) -> None:
+    for i in range(3):
+        await deduplicate(hashed(f"job-{i}"))
+    await run_requests(harness)
+    await deduplicate(hashed("later"))  # a table hit
+    (shown,) = harness.vision.calls
+    assert shown.startswith("data:image/jpeg;base64,")
+    assert harness.fetcher.fetched == ["k/job-0.jpg"]  # fetched again for the one call, never for the hits

@@ -22,7 +22,9 @@ async def test_a_photo_is_hashed_and_keyed_by_phash(harness: Harness) -> None:
     (key, value), = harness.hashed.messages
     body = json.loads(value)
     assert key == body["phash"] == hash_image(data, max_pixels=10**8).phash
-    assert body["job_id"] == "job-1" and body["fetch"]["source"] == "cdn" and body["thumbnail_b64"]
+    assert body["job_id"] == "job-1" and body["fetch"]["source"] == "cdn"
+    assert body["thumbnail_b64"] is None  # made by classify, on a miss only: hashed events stay small
+    assert len(value) < 2000
     assert body["image_url"].endswith("/p.jpg")
     assert not harness.results.messages
 
@@ -46,3 +48,50 @@ async def test_an_undecodable_object_fails_the_job(harness: Harness) -> None:
     result = harness.results_by_job()["job-4"]
     assert result["status"] == "failed" and result["error"]["code"] == "IMAGE_UNDECODABLE"
     assert result["classification"] is None
+
+
+class FakeDigests:
+    def __init__(self) -> None:
+        self.phashes: dict[str, str] = {}
+
+    async def phash_of(self, digest: str) -> str | None:
+        return self.phashes.get(digest)
+
+    async def remember(self, digest: str, phash: str) -> None:
+        self.phashes[digest] = phash
+
+
+async def test_a_byte_identical_reupload_is_not_decoded_again(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import agents.fetch_hash
+    from streams import resources
+
+    res = await resources.ready()
+    monkeypatch.setattr(res, "digests", FakeDigests())
+    decoded: list[int] = []
+    real = agents.fetch_hash.hash_image
+
+    def counting(data: bytes, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(len(data))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(agents.fetch_hash, "hash_image", counting)
+    photo = samples.photo_bytes(9)
+    harness.fetcher.objects.update({"a.jpg": photo, "copy.jpg": bytes(photo), "other.jpg": samples.photo_bytes(10)})
+    for job, key in (("j1", "a.jpg"), ("j2", "copy.jpg"), ("j3", "other.jpg")):
+        await process_upload(job, event(job, key), 0, 1)
+    phashes = {json.loads(v)["job_id"]: k for k, v in harness.hashed.messages}
+    assert phashes["j1"] == phashes["j2"] != phashes["j3"]
+    assert len(decoded) == 2  # the copy's pHash came from its digest
+
+
+async def test_a_corrupt_upload_is_refused_every_time(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streams import resources
+
+    res = await resources.ready()
+    digests = FakeDigests()
+    monkeypatch.setattr(res, "digests", digests)
+    harness.fetcher.objects["bad.jpg"] = samples.not_an_image()
+    for job in ("b1", "b2"):
+        await process_upload(job, event(job, "bad.jpg"), 0, 1)
+    assert {r["error"]["code"] for r in harness.results_by_job().values()} == {"IMAGE_UNDECODABLE"}
+    assert not digests.phashes and not harness.hashed.messages

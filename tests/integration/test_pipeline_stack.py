@@ -257,3 +257,27 @@ async def test_worker_readiness_lists_the_partitions_it_holds(pipeline) -> None:
         assert body["partition_counts"][topic] == count
     changelogs = [t for t in body["partitions_held"] if t.endswith("-changelog")]
     assert len(changelogs) == 2 and all(body["partitions_held"][t] for t in changelogs)
+
+
+async def _worker_counter(pipeline, name: str) -> float:  # type: ignore[no-untyped-def]
+    import aiohttp
+
+    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        body = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
+
+
+async def test_a_byte_identical_reupload_skips_the_decode_and_the_model(pipeline) -> None:  # type: ignore[no-untyped-def]
+    photo = samples.photo_bytes(211)
+    first_key, copy_key = await pipeline.client.upload(photo), await pipeline.client.upload(photo)
+    async with pipeline.client.results() as watcher:
+        first = (await watcher.wait_for([job := await watcher.publish(first_key)]))[job]
+        decodes = await _worker_counter(pipeline, 'waste_hash_total{path="decode"}')
+        by_digest = await _worker_counter(pipeline, 'waste_hash_total{path="digest"}')
+        copy = (await watcher.wait_for([job := await watcher.publish(copy_key)]))[job]
+    assert first.status is JobStatus.DONE and first.cache.source.value == "model"
+    assert copy.status is JobStatus.DONE and copy.cache.hit and copy.cache.phash == first.cache.phash
+    assert copy.classification == first.classification
+    assert await _worker_counter(pipeline, 'waste_hash_total{path="digest"}') == by_digest + 1
+    assert await _worker_counter(pipeline, 'waste_hash_total{path="decode"}') == decodes

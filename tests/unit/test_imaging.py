@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from models.errors import ErrorCode, PipelineError
-from streams.imaging import full_decode_phash, hamming_distance, hash_image
+from streams.imaging import (
+    THUMBNAIL_MAX_PX,
+    content_digest,
+    full_decode_phash,
+    hamming_distance,
+    hash_image,
+    make_thumbnail,
+)
 from tests import samples
 
 MAX_PIXELS = 50_000_000
@@ -33,10 +42,27 @@ def test_exif_rotated_photo_hashes_like_the_upright_one() -> None:
     assert hamming_distance(a, b) <= 8
 
 
-def test_thumbnail_is_a_small_jpeg() -> None:
-    hashed = hash_image(samples.photo_bytes(), max_pixels=MAX_PIXELS, with_thumbnail=True)
-    assert hashed.thumbnail_jpeg is not None and hashed.thumbnail_jpeg[:2] == b"\xff\xd8"
-    assert len(hashed.thumbnail_jpeg) < 120_000
+def test_thumbnail_is_a_small_upright_jpeg() -> None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(samples.photo_bytes())) as photo:
+        landscape = photo.convert("RGB").crop((0, 0, photo.width, photo.height * 3 // 5))
+        out = io.BytesIO()
+        landscape.save(out, format="JPEG", quality=90)
+    upright = out.getvalue()
+    for data in (upright, samples.exif_rotated(upright)):
+        jpeg = make_thumbnail(data, max_pixels=MAX_PIXELS)
+        assert jpeg[:2] == b"\xff\xd8" and len(jpeg) < 120_000
+        with Image.open(io.BytesIO(jpeg)) as thumb, Image.open(io.BytesIO(upright)) as original:
+            assert max(thumb.size) <= THUMBNAIL_MAX_PX and original.width != original.height
+            # EXIF orientation applied: the rotated upload's thumbnail has the upright photo's aspect
+            assert (thumb.width >= thumb.height) == (original.width >= original.height)
+
+
+def test_the_content_digest_names_exact_bytes_only() -> None:
+    data = samples.photo_bytes()
+    assert content_digest(data) == content_digest(bytes(data)) and len(content_digest(data)) == 64
+    assert content_digest(data) != content_digest(data + b"\0")
 
 
 @pytest.mark.parametrize(
