@@ -219,6 +219,9 @@ async def stack_phases(plan: Plan, sections: set[str], hit_photos: list[Path], m
         api_token_secret=secrets.token_hex(16),
         results_retention_seconds=600,
     )
+    # The hit workload re-uploads byte-identical copies: with the digest cache (the default) their pHash is
+    # looked up, not decoded. CONTENT_DIGEST_CACHE=false in the environment measures the decode-every-upload path.
+    result["config"] = {"content_digest_cache": settings.content_digest_cache, "hash_workers": settings.hash_workers}
     prefix = f"bench/{run_id}/"
     # A run that was killed leaves its objects behind: remove what an earlier run left over 30 min ago.
     with contextlib.suppress(Exception):
