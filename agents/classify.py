@@ -38,12 +38,43 @@ async def classify(stream: Any) -> None:
             continue
         try:
             await answer_request(request)
-        except Exception as exc:  # a bug must not crash the actor and leave the jobs without their one result
-            log.exception("job_id=%s phash=%s: unexpected error in classify", request.job.job_id, request.phash)
-            await _fail_all(request, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+        except Exception:  # publishing itself failed: keep the actor alive; the timer re-issues lost calls
+            log.exception("job_id=%s phash=%s: could not answer", request.job.job_id, request.phash)
+
+
+class Delivery:
+    """The jobs one request answers, worked out once (that takes them off the in-flight table), and which of
+    them have had their result: a failure part-way through fails only the others, each job ends once."""
+
+    def __init__(self, request: VisionRequest) -> None:
+        self.request = request
+        self.answered: set[str] = set()
+        self._jobs: list[ImageHashed] | None = None
+
+    def jobs(self) -> list[ImageHashed]:
+        if self._jobs is None:
+            try:
+                self._jobs = _jobs_to_answer(self.request)
+            except Exception:  # an unreadable table entry: its waiters are lost, the requesting job is not
+                log.exception("phash=%s: could not read the call's waiters", self.request.phash)
+                self._jobs = [self.request.job]
+        return self._jobs
+
+    def unanswered(self) -> list[ImageHashed]:
+        return [job for job in self.jobs() if job.job_id not in self.answered]
 
 
 async def answer_request(request: VisionRequest) -> None:
+    delivery = Delivery(request)
+    try:
+        await _answer(delivery)
+    except Exception as exc:  # a bug must not crash the actor and leave the jobs without their one result
+        log.exception("job_id=%s phash=%s: unexpected error in classify", request.job.job_id, request.phash)
+        await _fail_all(delivery, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+
+
+async def _answer(delivery: Delivery) -> None:
+    request = delivery.request
     res = await resources.ready()
     settings = res.settings
     job = request.job
@@ -51,18 +82,15 @@ async def answer_request(request: VisionRequest) -> None:
     entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
                                 model_version=settings.model_version) or await _cached(res, request.phash)
     if entry is not None:
-        await _answer_all(request, entry, paid=False)
+        await _answer_all(delivery, entry, paid=False)
         return
+    image = await _image_for_model(res, job)
     started = time.monotonic()
     try:
-        answer = await res.vision.classify(await _image_for_model(res, job))
+        answer = await res.vision.classify(image)
     except PipelineError as exc:
         metrics.model_calls_total.labels(outcome=exc.code.value).inc()
-        await _fail_all(request, exc.code, exc.message)
-        return
-    except Exception as exc:
-        log.exception("job_id=%s phash=%s: unexpected error in the model call", job.job_id, request.phash)
-        await _fail_all(request, ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+        await _fail_all(delivery, exc.code, exc.message)
         return
     metrics.model_calls_total.labels(outcome="ok").inc()
     metrics.model_latency_seconds.observe(time.monotonic() - started)
@@ -78,7 +106,7 @@ async def answer_request(request: VisionRequest) -> None:
     except RedisError as exc:  # the exact cache has it; only near-duplicates of it will miss
         log.warning("job_id=%s phash=%s: could not index the result (%s)", job.job_id, request.phash, exc)
     tables.remember_result(entry)
-    await _answer_all(request, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
+    await _answer_all(delivery, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
 
 
 async def _cached(res: resources.Resources, phash: str) -> CachedClassification | None:
@@ -104,9 +132,10 @@ def _jobs_to_answer(request: VisionRequest) -> list[ImageHashed]:
     return unique
 
 
-async def _answer_all(request: VisionRequest, entry: CachedClassification, *, paid: bool,
+async def _answer_all(delivery: Delivery, entry: CachedClassification, *, paid: bool,
                       model_ms: float | None = None, attempts: int | None = None) -> None:
-    for job in _jobs_to_answer(request):
+    request = delivery.request
+    for job in delivery.unanswered():
         is_owner = paid and job.job_id == request.job.job_id
         source = CacheSource.MODEL if is_owner else CacheSource.INFLIGHT
         # Near-duplicates wait here too (ImageHashed.wait_on): their own pHash, and how far it is from this one.
@@ -120,10 +149,12 @@ async def _answer_all(request: VisionRequest, entry: CachedClassification, *, pa
         if is_owner and attempts is not None:
             timings["model_attempts"] = attempts
         await publish_result(done_result(job, entry.classification, cache, timings))
+        delivery.answered.add(job.job_id)
 
 
-async def _fail_all(request: VisionRequest, code: ErrorCode, message: str) -> None:
-    jobs = _jobs_to_answer(request)
+async def _fail_all(delivery: Delivery, code: ErrorCode, message: str) -> None:
+    request = delivery.request
+    jobs = delivery.unanswered()
     res = await resources.ready()
     try:
         await near_index.for_resources(res).release(request.phash)  # near-duplicates arriving now pay themselves
@@ -135,6 +166,7 @@ async def _fail_all(request: VisionRequest, code: ErrorCode, message: str) -> No
     for job in jobs:
         await publish_result(failed_result(job.job_id, code, message, key=job.key, image_url=job.image_url,
                                            fetch=job.fetch))
+        delivery.answered.add(job.job_id)
 
 
 async def _image_for_model(res: resources.Resources, job: ImageHashed) -> str:
@@ -147,7 +179,11 @@ async def _image_for_model(res: resources.Resources, job: ImageHashed) -> str:
         return job.image_url
     if job.thumbnail_b64:  # events written before thumbnails moved here
         return thumbnail_data_url(base64.b64decode(job.thumbnail_b64))
-    fetched = await res.fetcher.fetch(job.bucket, job.key)
-    jpeg = await asyncio.get_running_loop().run_in_executor(
-        res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=res.settings.max_image_pixels))
+    try:
+        fetched = await res.fetcher.fetch(job.bucket, job.key)
+        jpeg = await asyncio.get_running_loop().run_in_executor(
+            res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=res.settings.max_image_pixels))
+    except PipelineError as exc:  # gone or unreadable since it was hashed: the model may still reach the CDN
+        log.warning("job_id=%s: no thumbnail (%s: %s); sending the CDN URL", job.job_id, exc.code, exc.message)
+        return job.image_url
     return thumbnail_data_url(jpeg)

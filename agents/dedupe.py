@@ -48,8 +48,16 @@ async def dedupe(stream: Any) -> None:
             await deduplicate(job)
         except Exception as exc:  # a bug must not crash the agent and leave the job without its one result
             log.exception("job_id=%s phash=%s: unexpected error in dedupe", job.job_id, job.phash)
-            await publish_result(failed_result(job.job_id, ErrorCode.INTERNAL_ERROR, type(exc).__name__,
-                                               key=job.key, image_url=job.image_url, fetch=job.fetch))
+            if not tables.is_handed_on(job):  # else the call it owns or waits on answers it (never twice)
+                await _fail_quietly(job, exc)
+
+
+async def _fail_quietly(job: ImageHashed, exc: Exception) -> None:
+    try:
+        await publish_result(failed_result(job.job_id, ErrorCode.INTERNAL_ERROR, type(exc).__name__,
+                                           key=job.key, image_url=job.image_url, fetch=job.fetch))
+    except Exception:  # the broker is unreachable: nothing more this agent can do for the job
+        log.exception("job_id=%s: could not publish its failure", job.job_id)
 
 
 async def deduplicate(job: ImageHashed) -> None:

@@ -52,7 +52,7 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
         fetch_ms = (time.monotonic() - started) * 1000
         metrics.fetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
         started = time.monotonic()
-        phash = await _phash(res, fetched.data)
+        phash, decode_ms = await _phash(res, fetched.data)
         hash_ms = (time.monotonic() - started) * 1000
     except PipelineError as exc:
         await _fail(upload.job_id, exc.code, exc.message, value, partition, offset, image_key=upload.key)
@@ -67,14 +67,17 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
     event = ImageHashed(
         job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=phash,
         image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at,
-        timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2)},
+        # "decode" only when the image was decoded: a byte-identical re-upload's pHash is looked up instead.
+        timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2),
+                    **({"decode": round(decode_ms, 2)} if decode_ms is not None else {})},
     )
     log.debug("job_id=%s phash=%s source=%s", upload.job_id, phash, fetched.info.source)
     await images_hashed_topic.send(key=phash, value=event.to_bytes())
 
 
-async def _phash(res: resources.Resources, data: bytes) -> str:
-    """The image's pHash: remembered for these exact bytes, else decoded and hashed (off the event loop)."""
+async def _phash(res: resources.Resources, data: bytes) -> tuple[str, float | None]:
+    """The image's pHash, remembered for these exact bytes or else decoded and hashed (off the event loop),
+    and the time spent decoding (None when it was remembered)."""
     loop = asyncio.get_running_loop()
     digest = None
     if res.digests is not None:
@@ -86,16 +89,18 @@ async def _phash(res: resources.Resources, data: bytes) -> str:
             known = None
         if known is not None:
             metrics.hash_total.labels(path="digest").inc()
-            return known
+            return known, None
+    started = time.monotonic()
     hashed = await loop.run_in_executor(
         res.executor, functools.partial(hash_image, data, max_pixels=res.settings.max_image_pixels))
+    decode_ms = (time.monotonic() - started) * 1000
     metrics.hash_total.labels(path="decode").inc()
     if digest is not None and res.digests is not None:
         try:
             await res.digests.remember(digest, hashed.phash)
         except RedisError as exc:
             log.warning("could not remember the digest (%s)", exc)
-    return hashed.phash
+    return hashed.phash, decode_ms
 
 
 async def _fail(job_id: str | None, code: ErrorCode, message: str, original: bytes, partition: int | None,

@@ -24,14 +24,20 @@ async def readiness_page(web: Any, request: Any) -> Any:
     """
     consumer = app.consumer
     held: dict[str, list[int]] = {}
-    for tp in consumer.assignment():
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # the consumer has not started yet
+        assignment = set()
+    for tp in assignment:
         held.setdefault(tp.topic, []).append(tp.partition)
     reads = [*topics.WORKER_SOURCES, *(table.changelog_topic.get_topic_name() for table in app.tables.values())]
-    ready = bool(held) and not app.rebalancing and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+    # in_recovery covers every rebalance's table recovery (recovery.completed is set once and never cleared).
+    ready = (bool(held) and not app.rebalancing and not app.in_recovery
+             and app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
     body = {
         "ready": ready,
         "generation": app.consumer_generation_id,
         "partitions_held": {topic: sorted(held.get(topic, [])) for topic in reads},
-        "partition_counts": {topic: consumer.topic_partitions(topic) for topic in reads},
+        "partition_counts": {topic: consumer.topic_partitions(topic) if held else None for topic in reads},
     }
     return web.json(body, status=200 if ready else 503)

@@ -19,6 +19,8 @@ fi
 # The lifecycle tests stop and restart the whole stack, so they run last, in a session of their own,
 # after every test that holds a connection to it.
 set +e
+logs=${STACK_DIR:-.stack}/logs
+started=$(mktemp)   # the digest below covers this run's logs only
 .venv/bin/python -m pytest tests -m "not stack_lifecycle"
 status=$?
 .venv/bin/python -m pytest tests -m stack_lifecycle
@@ -26,11 +28,11 @@ lifecycle=$?
 set -e
 if [[ $status -ne 0 ]]; then
   # CI keeps only this output: end it with what the workers and services warned about, counted.
-  for log in .stack/logs/worker-*.log .stack/logs/kafka.log; do
-    [[ -f $log ]] || continue
+  for log in $(find "$logs" -maxdepth 1 -name '*.log' -newer "$started" \( -name 'worker-*' -o -name 'kafka.log' \)); do
     echo "=== warnings and errors in $log (count, message) ==="
     grep -E '\[(WARNING|ERROR)\]|WARN |ERROR ' "$log" | sed -E 's/^\[[^]]*\] (\[[0-9]+\] )?//; s/[0-9a-f]{8}-[0-9a-f-]{27}/<id>/g; s/[0-9a-f]{64}/<hash>/g' | cut -c1-160 \
       | sort | uniq -c | sort -rn | head -15 || true
   done
 fi
+rm -f "$started"
 [[ $status -eq 0 && $lifecycle -eq 0 ]]

@@ -117,3 +117,13 @@ def add_waiter(phash: str, job: ImageHashed) -> None:
 def finish_inflight(phash: str) -> Inflight | None:
     value = inflight_by_phash.pop(phash, None)
     return Inflight(value) if value else None
+
+
+def is_handed_on(job: ImageHashed) -> bool:
+    """Whether ``job`` owns or waits on a call in this worker's table: that call's answer (or, if it is lost, its
+    recovery by the timer) then gives the job its result."""
+    for phash in {job.phash, job.wait_on} - {None}:
+        value = inflight_by_phash.get(phash)
+        if value and any(entry.get("job_id") == job.job_id for entry in [value["owner"], *value.get("waiters", [])]):
+            return True
+    return False

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from models.settings import Settings
+from tests import pipeline_harness
 from tests.pipeline_harness import (
     SIMULATOR_URL,
     PipelineClient,
@@ -32,16 +33,13 @@ def settings_factory() -> Callable[..., Settings]:
     return make
 
 
-_workers: list[Worker] = []
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """A failed test that used the pipeline shows what the worker logged: CI keeps nothing else of it."""
     outcome = yield
     report = outcome.get_result()
     if report.failed and "pipeline" in getattr(item, "fixturenames", ()):
-        for worker in _workers:
+        for worker in pipeline_harness.STARTED:
             report.sections.append((f"worker log {worker.log_path.name}", worker.log_digest()))
 
 
@@ -68,11 +66,11 @@ def pipeline() -> Iterator[Pipeline]:
         worker_web_port=free_port(),
         vision_backoff_base_seconds=0.05,
         inflight_timeout_seconds=60,
+        content_digest_cache=True,
     )
     asyncio.run(simulator("POST", "/_sim/reset"))
     asyncio.run(simulator("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50}))
     worker = start_worker(settings)
-    _workers.append(worker)
     client = PipelineClient(settings)
     try:
         asyncio.run(wait_until_pipeline_answers(client, worker))

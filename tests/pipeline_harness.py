@@ -59,6 +59,10 @@ class Worker:
                           f"--- last {tail} lines ---", *(line[:300] for line in lines[-tail:])])
 
 
+# Every worker a test started, so a failed test's report can show what they logged.
+STARTED: list[Worker] = []
+
+
 def start_worker(settings: Settings, name: str = "worker") -> Worker:
     """A worker in a consumer group of its own that starts at the end of every topic it reads.
 
@@ -80,7 +84,9 @@ def start_worker(settings: Settings, name: str = "worker") -> Worker:
              "worker", "-l", "info"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    return Worker(process, log_path)
+    worker = Worker(process, log_path)
+    STARTED.append(worker)
+    return worker
 
 
 class PipelineClient:
@@ -208,8 +214,13 @@ async def wait_until_worker_holds_every_partition(settings: Settings, worker: Wo
     body: object = None
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            async with http.get(url) as response:
-                body = await response.json()
+            try:
+                async with http.get(url) as response:
+                    body = await response.json()
+            except (aiohttp.ClientError, ValueError) as exc:  # not listening yet, or not JSON: ask again
+                body = repr(exc)
+                await asyncio.sleep(0.2)
+                continue
             if response.status == 200 and isinstance(body, dict):
                 held, counts = body["partitions_held"], body["partition_counts"]
                 expected_all = {**{t: counts.get(t) or 0 for t in held}, **expected}

@@ -33,22 +33,31 @@ from streams import topics
 PHASH_KEYED = (topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE)
 
 
-async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS) -> dict[str, int]:
+async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS,
+                        timeout: float = 30.0) -> dict[str, int]:
     """Create the missing topics; returns every topic's partition count (a pre-existing topic keeps its own)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+        missing = [NewTopic(name, num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication_factor)
                    for name in names if name not in existing]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:  # created by someone else meanwhile
-                pass
+            response = await admin.create_topics(missing)
+            for topic, code, *rest in response.topic_errors:
+                # 36: created by someone else meanwhile (a producer's auto-creation, another start-up)
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"creating topic {topic} failed: error {code} {rest[0] if rest else ''}")
     finally:
         await admin.close()
-    return await partition_counts(settings, names)
+    # The broker's metadata may lag the creation by a moment.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(counts := await partition_counts(settings, names)) < len(names):
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topics still missing after {timeout}s: {sorted(set(names) - counts.keys())}")
+        await asyncio.sleep(0.2)
+    return counts
 
 
 async def partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
@@ -106,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "create-topics":
         counts = asyncio.run(create_topics(settings))
         print(json.dumps({"partitions": counts}))
-        keyed_by_phash = {counts.get(name) for name in PHASH_KEYED}
-        if len(keyed_by_phash) != 1:
-            print(f"error: the pHash-keyed topics {PHASH_KEYED} must have equal partition counts "
-                  f"(their partitions line up with the tables' changelogs); recreate them", file=sys.stderr)
+        wrong = {name: counts.get(name) for name in PHASH_KEYED if counts.get(name) != settings.topic_partitions}
+        if wrong:
+            print(f"error: {wrong}: the pHash-keyed topics need TOPIC_PARTITIONS={settings.topic_partitions} "
+                  f"partitions, like the tables' changelogs the worker creates; delete and recreate them",
+                  file=sys.stderr)
             return 1
     else:
         print(json.dumps({"group": args.group or settings.app_id,

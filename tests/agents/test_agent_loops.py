@@ -62,3 +62,19 @@ async def test_an_unexpected_error_in_dedupe_fails_that_job_and_the_agent_goes_o
             await agent.put(key=event.phash, value=event.to_bytes())
     assert harness.results_by_job()["bad"]["error"]["code"] == "INTERNAL_ERROR"
     assert len(harness.requests.messages) == 1  # "good" went on to its model call
+
+
+async def test_a_job_whose_model_request_could_not_be_sent_is_not_failed_twice(harness: Harness,
+                                                                                monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """It already owns the call in the table: the timer's recovery of lost calls answers it, once."""
+    async def broker_down(*_: object, **__: object) -> None:
+        raise TimeoutError("no metadata")
+
+    monkeypatch.setattr(harness.requests, "send", broker_down)
+    async with dedupe.test_context() as agent:
+        event = hashed("owner")
+        await agent.put(key=event.phash, value=event.to_bytes())
+    from streams import tables
+
+    assert tables.get_inflight(event.phash).owner.job_id == "owner"  # type: ignore[union-attr]
+    assert not harness.results.messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -136,3 +137,23 @@ async def test_the_model_sees_a_thumbnail_made_on_the_miss_only(harness: Harness
     (shown,) = harness.vision.calls
     assert shown.startswith("data:image/jpeg;base64,")
     assert harness.fetcher.fetched == ["k/job-0.jpg"]  # fetched again for the one call, never for the hits
+
+
+async def test_a_failure_part_way_through_the_answers_ends_every_job_exactly_once(harness: Harness,
+                                                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        await deduplicate(hashed(f"job-{i}"))
+    real_send = harness.results.send
+    sends = 0
+
+    async def flaky_send(key=None, value=b"", **kw):  # type: ignore[no-untyped-def]
+        nonlocal sends
+        sends += 1
+        if sends == 2:
+            raise RuntimeError("broker hiccup")
+        await real_send(key=key, value=value, **kw)
+
+    monkeypatch.setattr(harness.results, "send", flaky_send)
+    await run_requests(harness)
+    statuses = [json.loads(v)["job_id"] + ":" + json.loads(v)["status"] for _, v in harness.results.messages]
+    assert sorted(statuses) == ["job-0:done", "job-1:failed", "job-2:failed"]

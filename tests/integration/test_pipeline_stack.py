@@ -269,15 +269,23 @@ async def _worker_counter(pipeline, name: str) -> float:  # type: ignore[no-unty
 
 
 async def test_a_byte_identical_reupload_skips_the_decode_and_the_model(pipeline) -> None:  # type: ignore[no-untyped-def]
-    photo = samples.photo_bytes(211)
+    import io
+    import uuid
+
+    from PIL import Image
+
+    assert pipeline.settings.content_digest_cache
+    # Bytes never uploaded before (a unique JPEG comment), so the first upload must be decoded.
+    out = io.BytesIO()
+    Image.open(io.BytesIO(samples.photo_bytes(211))).save(out, format="JPEG", quality=90,
+                                                         comment=uuid.uuid4().hex.encode())
+    photo = out.getvalue()
     first_key, copy_key = await pipeline.client.upload(photo), await pipeline.client.upload(photo)
     async with pipeline.client.results() as watcher:
         first = (await watcher.wait_for([job := await watcher.publish(first_key)]))[job]
-        decodes = await _worker_counter(pipeline, 'waste_hash_total{path="decode"}')
-        by_digest = await _worker_counter(pipeline, 'waste_hash_total{path="digest"}')
         copy = (await watcher.wait_for([job := await watcher.publish(copy_key)]))[job]
-    assert first.status is JobStatus.DONE and first.cache.source.value == "model"
+    assert first.status is JobStatus.DONE and first.cache.source.value == "model" and "decode" in first.timings_ms
     assert copy.status is JobStatus.DONE and copy.cache.hit and copy.cache.phash == first.cache.phash
+    assert "decode" not in copy.timings_ms  # its pHash came from the digest of its bytes
     assert copy.classification == first.classification
-    assert await _worker_counter(pipeline, 'waste_hash_total{path="digest"}') == by_digest + 1
-    assert await _worker_counter(pipeline, 'waste_hash_total{path="decode"}') == decodes
+    assert await _worker_counter(pipeline, 'waste_hash_total{path="digest"}') >= 1
