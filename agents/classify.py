@@ -95,7 +95,8 @@ async def _answer(delivery: Delivery) -> None:
     metrics.model_calls_total.labels(outcome="ok").inc()
     metrics.model_latency_seconds.observe(time.monotonic() - started)
     entry = CachedClassification(phash=request.phash, classification=answer.classification,
-                                 model_version=settings.model_version, job_id=job.job_id, created_at=utcnow())
+                                 model_version=settings.model_version, job_id=job.job_id, created_at=utcnow(),
+                                 answered_by=answer.answered_by)
     try:
         await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
     except RedisError as exc:  # the answer is paid for: deliver it; this worker's table still serves copies
@@ -148,7 +149,7 @@ async def _answer_all(delivery: Delivery, entry: CachedClassification, *, paid: 
             timings["model"] = round(model_ms, 2)
         if is_owner and attempts is not None:
             timings["model_attempts"] = attempts
-        await publish_result(done_result(job, entry.classification, cache, timings))
+        await publish_result(done_result(job, entry, cache, timings))
         delivery.answered.add(job.job_id)
 
 

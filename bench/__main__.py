@@ -75,7 +75,7 @@ class Plan:
     rate_seconds: tuple[tuple[int, float], ...] = ((10, 20.0), (30, 12.0))
     rate_repeats: int = 3
     step_seconds: float = 12.0
-    max_steps: int = 8
+    max_steps: int = 14  # 60% .. 190% of the burst rate: bursts understate what a steady rate can hold
     confirm_seconds: float = 60.0
     miss_photos: int = 25
     miss_copies: int = 4

@@ -125,12 +125,25 @@ class VisionRequest(_Event):
 # --- cache entry (Redis value and Faust table value) ----------------------------------------------------------
 
 
+class AnsweredBy(BaseModel):
+    """Who classified the photo, as the model endpoint reported it. The project's simulator reports
+    ``system_fingerprint = "simulator"``: such answers are marked ``simulated`` so no client mistakes them for
+    a real model's."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str
+    system_fingerprint: str | None = None
+    simulated: bool = False
+
+
 class CachedClassification(_Event):
     phash: str
     classification: WasteClassification
     model_version: str
     job_id: str  # the job whose model call produced it
     created_at: AwareDatetime
+    answered_by: AnsweredBy | None = None  # absent in entries written before it was recorded
 
 
 # --- waste.analysis.results (key = job_id) --------------------------------------------------------------------
@@ -153,6 +166,7 @@ class AnalysisResult(_Event):
     error: ErrorInfo | None = None
     image_key: str | None = None
     image_url: str | None = None
+    answered_by: AnsweredBy | None = None  # the model behind the classification (also for cache hits)
     completed_at: AwareDatetime = Field(default_factory=utcnow)
 
 

@@ -10,10 +10,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from models.classification import WasteClassification
 from models.errors import ErrorCode
 from models.records import (
     AnalysisResult,
+    CachedClassification,
     CacheInfo,
     DeadLetter,
     ErrorInfo,
@@ -32,12 +32,13 @@ def elapsed_ms(since: datetime) -> float:
     return round((utcnow() - since).total_seconds() * 1000, 2)
 
 
-def done_result(job: ImageHashed, classification: WasteClassification, cache: CacheInfo,
+def done_result(job: ImageHashed, entry: CachedClassification, cache: CacheInfo,
                 timings_ms: dict[str, float]) -> AnalysisResult:
     timings = {**job.timings_ms, **timings_ms, "total": elapsed_ms(job.received_at)}
     return AnalysisResult(
-        job_id=job.job_id, status=JobStatus.DONE, classification=classification, cache=cache,
+        job_id=job.job_id, status=JobStatus.DONE, classification=entry.classification, cache=cache,
         fetch=job.fetch, timings_ms=timings, image_key=job.key, image_url=job.image_url,
+        answered_by=entry.answered_by,
     )
 
 

@@ -20,9 +20,13 @@ from pydantic import ValidationError
 
 from models.classification import WasteCategory, WasteClassification, classification_json_schema
 from models.errors import ErrorCode, PipelineError
+from models.records import AnsweredBy
 from models.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The system fingerprint the project's simulator answers with (simulator/protocol.py): its answers are marked.
+SIMULATOR_FINGERPRINT = "simulator"
 
 SYSTEM_PROMPT = (
     "You classify a photo of one piece of household waste for a recycling app. "
@@ -38,6 +42,7 @@ class VisionAnswer:
     classification: WasteClassification
     attempts: int
     latency_ms: float
+    answered_by: AnsweredBy | None = None
 
 
 class VisionClient:
@@ -63,8 +68,8 @@ class VisionClient:
         for attempt in range(1, settings.vision_max_attempts + 1):
             try:
                 async with self._slots:
-                    classification = await self._call_once(image_url)
-                return VisionAnswer(classification, attempt, (time.monotonic() - started) * 1000)
+                    classification, answered_by = await self._call_once(image_url)
+                return VisionAnswer(classification, attempt, (time.monotonic() - started) * 1000, answered_by)
             except _Retryable as exc:
                 last_error = exc.error
                 if attempt == settings.vision_max_attempts:
@@ -78,7 +83,7 @@ class VisionClient:
         assert last_error is not None
         raise last_error
 
-    async def _call_once(self, image_url: str) -> WasteClassification:
+    async def _call_once(self, image_url: str) -> tuple[WasteClassification, AnsweredBy]:
         try:
             completion = await self._client.chat.completions.create(
                 model=self._settings.vision_model,
@@ -112,8 +117,11 @@ class VisionClient:
             # 400/401/403/404: retrying will not help, and each attempt may cost money.
             raise PipelineError(ErrorCode.MODEL_UNAVAILABLE, f"vision model refused: HTTP {exc.status_code}") from exc
         content = completion.choices[0].message.content if completion.choices else None
+        fingerprint = getattr(completion, "system_fingerprint", None)
+        answered_by = AnsweredBy(model=completion.model or self._settings.vision_model,
+                                 system_fingerprint=fingerprint, simulated=fingerprint == SIMULATOR_FINGERPRINT)
         try:
-            return WasteClassification.model_validate(json.loads(content or ""))
+            return WasteClassification.model_validate(json.loads(content or "")), answered_by
         except (json.JSONDecodeError, ValidationError, TypeError) as exc:
             message = "the model's answer is not a valid classification"
             raise _Retryable(ErrorCode.MODEL_OUTPUT_INVALID, message) from exc

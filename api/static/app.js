@@ -22,9 +22,10 @@ function showError(code, message) {
 function reset() {
   $("error").hidden = true;
   $("result").hidden = true;
-  for (const id of ["category", "item", "disposal", "recyclable", "confidence", "cache", "photo-note"]) {
+  for (const id of ["category", "item", "disposal", "recyclable", "confidence", "cache", "model", "photo-note"]) {
     $(id).textContent = "";
   }
+  $("simulated").hidden = true;
   $("photo").removeAttribute("src");
 }
 
@@ -85,6 +86,10 @@ function showResult(job, result) {
   const cache = result.cache;
   $("cache").textContent = cache ? `${cache.hit ? "hit" : "miss"} (${cache.source})` : "unknown";
   $("cache").dataset.hit = cache && cache.hit ? "true" : "false";
+  const by = result.answered_by;
+  const simulated = Boolean(by && by.simulated);
+  $("model").textContent = by ? by.model + (simulated ? " (simulator)" : "") : "unknown";
+  $("simulated").hidden = !simulated;
   $("result").hidden = false;
   setStatus("Done.", "done");
 }

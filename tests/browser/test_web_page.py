@@ -56,8 +56,11 @@ async def test_a_photo_shows_its_result_and_the_photo_from_the_cdn(
     await choose(page, "photo.jpg", "image/jpeg", samples.photo_bytes(7))
     await expect(page.locator("#status")).to_have_attribute("data-state", "done", timeout=60_000)
     await expect(page.locator("#error")).to_be_hidden()
-    for field in ("#category", "#item", "#disposal", "#recyclable", "#confidence", "#cache"):
+    for field in ("#category", "#item", "#disposal", "#recyclable", "#confidence", "#cache", "#model"):
         await expect(page.locator(field)).not_to_be_empty()
+    # The stack's model is the simulator: the page must say so, not pass its guess off as a real answer.
+    await expect(page.locator("#model")).to_contain_text("(simulator)")
+    await expect(page.locator("#simulated")).to_be_visible()
     await expect(page.locator("#cache")).to_contain_text("(")  # "hit (redis)" or "miss (model)"
     photo = page.locator("#photo")
     assert (await photo.get_attribute("src") or "").startswith(pipeline.settings.cdn_base_url + "/")

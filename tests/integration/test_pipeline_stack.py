@@ -40,6 +40,9 @@ async def test_a_photo_becomes_a_done_result_with_the_wire_contract(pipeline) ->
     assert wire["fetch"]["bytes"] == len(samples.photo_bytes(11))
     assert {"fetch", "hash", "total"} <= wire["timings_ms"].keys()
     assert wire["completed_at"]
+    # The stack's model endpoint is the simulator, and the result says so.
+    assert wire["answered_by"] == {"model": pipeline.settings.vision_model, "system_fingerprint": "simulator",
+                                   "simulated": True}
 
 
 async def test_duplicates_cost_one_model_call_per_distinct_photo(pipeline) -> None:  # type: ignore[no-untyped-def]

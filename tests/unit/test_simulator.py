@@ -353,3 +353,14 @@ def test_config_from_env_and_partial_update() -> None:
         config_from_env({"SIM_LATENCY_MS": "fast"})
     updated = apply_update(config, ConfigUpdate.model_validate({"rates": {"500": 0.2}}))
     assert updated.rates.rate_limit == 0.1 and updated.rates.server_error == 0.2 and updated.latency_ms == 250
+
+
+async def test_the_vision_client_marks_the_simulators_answers_as_simulated(client: AsyncOpenAI) -> None:
+    from models.settings import Settings
+    from streams.vision import VisionClient
+
+    vision = VisionClient(Settings(_env_file=None, vision_model="gpt-4o"), client=client)  # type: ignore[call-arg]
+    answer = await vision.classify(data_url(b"any image bytes"))
+    assert answer.answered_by is not None
+    assert answer.answered_by.model == "gpt-4o" and answer.answered_by.system_fingerprint == "simulator"
+    assert answer.answered_by.simulated
