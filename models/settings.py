@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # How soon the worker notices topics or partitions that appeared after it joined its group (the client's
     # default is 5 minutes, during which such partitions are read by nobody).
     kafka_metadata_max_age_ms: int = Field(default=30_000, ge=1000)
+    # A worker that dies without leaving its group (killed, machine lost) holds its partitions this long
+    # before the others take them over.
+    kafka_session_timeout_seconds: float = Field(default=60.0, ge=6.0)
+    # How long a worker group remembers (in Redis) which jobs it has published a result for, so events
+    # redelivered after a crash or rebalance do not publish a second one.
+    result_dedup_ttl_seconds: int = Field(default=24 * 3600, ge=1)
 
     # --- Redis (shared result cache; source of truth for the TTL)
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -16,14 +16,14 @@ if [[ $# -gt 0 ]]; then
   .venv/bin/python -m pytest "$@"   # not exec: the EXIT trap must still stop the stack
   exit $?
 fi
-# The lifecycle tests stop and restart the whole stack, so they run last, in a session of their own,
-# after every test that holds a connection to it.
+# The lifecycle tests stop and restart the whole stack, and the worker-restart test must have the broker to
+# its worker alone, so they run last, in a session of their own, after every test that holds a connection.
 set +e
 logs=${STACK_DIR:-.stack}/logs
 started=$(mktemp)   # the digest below covers this run's logs only
-.venv/bin/python -m pytest tests -m "not stack_lifecycle"
+.venv/bin/python -m pytest tests -m "not stack_lifecycle and not worker_restart"
 status=$?
-.venv/bin/python -m pytest tests -m stack_lifecycle
+.venv/bin/python -m pytest tests -m "stack_lifecycle or worker_restart"
 lifecycle=$?
 set -e
 if [[ $status -ne 0 ]]; then

@@ -62,6 +62,8 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.broker_commit_every = 100
     conf.consumer_auto_offset_reset = s.kafka_auto_offset_reset
     conf.consumer_metadata_max_age_ms = s.kafka_metadata_max_age_ms
+    conf.broker_session_timeout = s.kafka_session_timeout_seconds
+    conf.broker_heartbeat_interval = min(3.0, s.kafka_session_timeout_seconds / 4)
     # No standby copies: each table partition lives on its owner only, so timers sweep each entry once.
     conf.table_standby_replicas = 0
 

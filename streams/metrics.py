@@ -6,6 +6,8 @@ from prometheus_client import Counter, Histogram
 
 events_total = Counter("waste_events_total", "Events processed, by stage", ["stage"])
 cache_lookups_total = Counter("waste_cache_lookups_total", "Dedupe outcomes, by source", ["source"])
+results_suppressed_total = Counter(
+    "waste_results_suppressed_total", "Results not published again for a redelivered event")
 results_total = Counter("waste_results_total", "Terminal results published", ["status", "source"])
 failures_total = Counter("waste_failures_total", "Failed jobs, by error code", ["code"])
 model_calls_total = Counter("waste_model_calls_total", "Paid vision-model calls, by outcome", ["outcome"])

@@ -10,6 +10,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from models.errors import ErrorCode
 from models.records import (
     AnalysisResult,
@@ -22,10 +24,13 @@ from models.records import (
     JobStatus,
     utcnow,
 )
-from streams import metrics
+from streams import metrics, resources
 from streams.channels import analysis_results_topic, dead_letter_topic
 
 log = logging.getLogger(__name__)
+
+# result:published:{app_id}:{job_id}: per worker group, so two deployments on one broker each answer a job.
+PUBLISHED_PREFIX = "result:published:"
 
 
 def elapsed_ms(since: datetime) -> float:
@@ -53,12 +58,36 @@ def failed_result(job_id: str, code: ErrorCode, message: str, *, key: str | None
 
 
 async def publish_result(result: AnalysisResult) -> None:
+    """Publish the job's terminal result, unless this worker group already did.
+
+    Kafka delivers at least once: after a crash or a rebalance, events are processed again from the last
+    committed offset, and each would publish its job's result again. A marker per job in Redis (set after the
+    send, so a crash in between can cost a duplicate, never a result) lets the replay skip them.
+    """
+    res = await resources.ready()
+    marker = f"{PUBLISHED_PREFIX}{res.settings.app_id}:{result.job_id}"
+    if await _redis_call(res, "exists", marker):
+        metrics.results_suppressed_total.inc()
+        log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
+        return
     await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
+    await _redis_call(res, "set", marker, b"1", ex=res.settings.result_dedup_ttl_seconds)
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
+
+
+async def _redis_call(res: resources.Resources, command: str, *args: Any, **kwargs: Any) -> Any:
+    """One Redis command for the result markers; without Redis (or when it fails) results are still published."""
+    if res.redis is None:
+        return None
+    try:
+        return await getattr(res.redis, command)(*args, **kwargs)
+    except RedisError as exc:
+        log.warning("result marker %s failed (%s): a redelivered event may publish a duplicate", command, exc)
+        return None
 
 
 async def dead_letter(*, job_id: str | None, code: ErrorCode, message: str, stage: str, topic: str,

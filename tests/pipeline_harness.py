@@ -63,14 +63,16 @@ class Worker:
 STARTED: list[Worker] = []
 
 
-def start_worker(settings: Settings, name: str = "worker") -> Worker:
+def start_worker(settings: Settings, name: str = "worker", *, new_group: bool = True) -> Worker:
     """A worker in a consumer group of its own that starts at the end of every topic it reads.
 
     The group's offsets are committed at the end first and the worker reads from the earliest uncommitted
     offset, so it neither replays earlier sessions' events nor skips any of its own (tools/kafka_admin.py).
+    ``new_group=False`` restarts a group where it left off, as after a crash.
     """
     settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
-    start_group_at_end_blocking(settings)
+    if new_group:
+        start_group_at_end_blocking(settings)
     log_dir = STACK_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{settings.app_id}.log"

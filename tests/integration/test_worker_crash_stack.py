@@ -1,0 +1,94 @@
+"""A worker killed in the middle of a burst loses no job: its replacement finishes every one, once.
+
+Runs in a pytest session of its own (``-m worker_restart``, see scripts/test.sh): its worker must be the only
+one on the broker, or another group's worker would answer the same events and call the same simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+import uuid
+
+import pytest
+
+from models.records import AnalysisResult, JobStatus
+from models.settings import Settings
+from tests import samples
+from tests.pipeline_harness import (
+    PipelineClient,
+    free_port,
+    simulator,
+    start_worker,
+    wait_until_pipeline_answers,
+)
+
+pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
+
+PHOTOS = 24
+COPIES = 2
+MODEL_LATENCY_MS = 1500
+
+
+def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
+    return [r for r in results if r.status is JobStatus.FAILED or (r.cache and r.cache.model_version == version)]
+
+
+async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
+    session = uuid.uuid4().hex[:8]
+    settings = Settings(_env_file=None, app_id=f"waste-crash-{session}",  # type: ignore[call-arg]
+                        prompt_version=f"crash-{session}", worker_web_port=free_port(),
+                        vision_backoff_base_seconds=0.05, inflight_timeout_seconds=20,
+                        kafka_session_timeout_seconds=8)
+    await simulator("POST", "/_sim/reset")
+    await simulator("POST", "/_sim/config", {"latency_ms": MODEL_LATENCY_MS, "jitter_ms": 100, "script": []})
+    client = PipelineClient(settings)
+    first = start_worker(settings, name="crash-first")
+    second = None
+    try:
+        await wait_until_pipeline_answers(client, first)
+        blobs = [samples.photo_bytes(300 + i) for i in range(PHOTOS)] * COPIES
+        keys = await client.upload_many(blobs)
+        calls_before = (await simulator("GET", "/_sim/stats"))["calls"]
+        async with client.results() as watcher:
+            jobs = list(await asyncio.gather(*(watcher.publish(k) for k in keys)))
+            # Kill it once model calls are under way and some jobs are answered, others not yet.
+            deadline = time.monotonic() + 60
+            while len(watcher.received.keys() & set(jobs)) < len(jobs) // 4:
+                assert time.monotonic() < deadline, "the first worker answered too few jobs"
+                await watcher.drain(0.2)
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+            answered_before_kill = len(watcher.received.keys() & set(jobs))
+            assert answered_before_kill < len(jobs), "the burst ended before the kill: nothing was tested"
+
+            second = start_worker(settings, name="crash-second", new_group=False)  # same group, where it left off
+            await watcher.wait_for(jobs, timeout=150)
+            await watcher.drain(2.0)  # a redelivered event may answer a job twice (at-least-once)
+        calls = (await simulator("GET", "/_sim/stats"))["calls"] - calls_before
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
+        await simulator("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50, "script": []})
+
+    results = {job: _own(watcher.received[job], settings.model_version) for job in jobs}
+    assert all(results.values()), "a job was answered only by another worker"
+    statuses = collections.Counter(r.status for rs in results.values() for r in rs)
+    assert set(statuses) == {JobStatus.DONE}, statuses
+    # Copies of one photo agree, also when one was answered before the kill and the other after it.
+    by_photo: dict[str, set[str]] = collections.defaultdict(set)
+    for job, key in zip(jobs, keys, strict=True):
+        for r in results[job]:
+            by_photo[r.cache.phash].add(r.classification.model_dump_json())  # type: ignore[union-attr]
+    assert len(by_photo) == PHOTOS and all(len(answers) == 1 for answers in by_photo.values())
+    # Calls cut off by the kill are made again; nothing else is paid twice.
+    assert PHOTOS <= calls <= PHOTOS + settings.vision_concurrency, calls
+    # Replayed events do not publish again (result markers, streams/outcomes.py); only a kill between a send
+    # and its marker can cost one duplicate.
+    duplicates = sum(len(rs) - 1 for rs in results.values())
+    assert duplicates <= 1, f"{duplicates} duplicate results"
+    print(f"answered before the kill {answered_before_kill}/{len(jobs)}, model calls {calls}, "
+          f"jobs answered twice {duplicates}")
