@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from api.context import BACKENDS, BACKGROUND, METRICS, SETTINGS
 from api.errors import ApiError, error_body
 from api.store import Job, JobState
-from api.tokens import check_token, make_token
+from api.tokens import TokenCheck, make_token, verify_token
 from api.uploads import StorageUnavailable
 from models.records import UploadCompleted, utcnow
 
@@ -54,7 +54,10 @@ def authorize(request: web.Request, job_id: str, token: str | None) -> None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job")
     if not token:
         raise ApiError(403, "TOKEN_MISSING", "a job token is required (Authorization: Bearer <token>)")
-    if not check_token(request.app[SETTINGS].api_token_secret, job_id, token):
+    check = verify_token(request.app[SETTINGS].api_token_secret, job_id, token)
+    if check is TokenCheck.EXPIRED:
+        raise ApiError(403, "TOKEN_EXPIRED", "the token for this job has expired")
+    if check is not TokenCheck.VALID:
         raise ApiError(403, "TOKEN_INVALID", "the token is not valid for this job")
 
 
@@ -82,6 +85,7 @@ async def analyze(request: web.Request) -> web.Response:
     key = f"uploads/{job_id}"  # generated here, never taken from the client
     upload = await backends.storage.presign(key, body.content_type)  # local signing, no network call
     now = utcnow()
+    token_expires = int(now.timestamp()) + settings.api_token_ttl_seconds
     await backends.store.create_job(Job(job_id=job_id, bucket=settings.s3_bucket_name, key=key, created_at=now))
     log.info("job %s issued, key %s", job_id, key)
     return web.json_response(
@@ -91,7 +95,8 @@ async def analyze(request: web.Request) -> web.Response:
             "upload_fields": upload.post_fields,
             "put_url": upload.put_url,
             "image_url": f"{settings.cdn_base_url}/{key}",
-            "token": make_token(settings.api_token_secret, job_id),
+            "token": make_token(settings.api_token_secret, job_id, expires_at=token_expires),
+            "token_expires_at": datetime.fromtimestamp(token_expires, UTC).isoformat(),
             "expires_at": (now + timedelta(seconds=settings.upload_url_expires_seconds)).isoformat(),
             "max_bytes": settings.upload_max_bytes,
         }

@@ -59,7 +59,8 @@ def _schemas() -> dict[str, Any]:
         },
         "AnalyzeResponse": {
             "type": "object",
-            "required": ["job_id", "upload_url", "upload_fields", "put_url", "image_url", "token", "expires_at"],
+            "required": ["job_id", "upload_url", "upload_fields", "put_url", "image_url", "token", "token_expires_at",
+                         "expires_at"],
             "properties": {
                 "job_id": {"type": "string"},
                 "upload_url": {
@@ -70,8 +71,12 @@ def _schemas() -> dict[str, Any]:
                 "upload_fields": {"type": "object", "additionalProperties": {"type": "string"}},
                 "put_url": {"type": "string", "description": "Pre-signed PUT, for clients of the original design."},
                 "image_url": {"type": "string", "description": "Where the image is served, through the CDN."},
-                "token": {"type": "string", "description": "Access token for this job; keep it private."},
-                "expires_at": {"type": "string", "format": "date-time"},
+                "token": {"type": "string", "description": "Access token for this job; keep it private. "
+                          "Opaque; refused with 403 TOKEN_EXPIRED after token_expires_at."},
+                "token_expires_at": {"type": "string", "format": "date-time",
+                                     "description": "Until when the token reads this job (API_TOKEN_TTL_SECONDS)."},
+                "expires_at": {"type": "string", "format": "date-time",
+                               "description": "Until when the pre-signed upload works."},
                 "max_bytes": {"type": "integer"},
             },
         },
@@ -127,7 +132,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "202": _ok("Queued (or already queued)", "JobView"),
-                        "403": _error("Missing or wrong token"),
+                        "403": _error("Missing, wrong or expired token"),
                         "404": _error("Unknown or expired job"),
                         "409": _error("The object is not in the bucket yet"),
                         "413": _error("The object is larger than the upload limit"),
@@ -143,7 +148,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "200": _ok("State, and the result once there is one", "JobView"),
-                        "403": _error("Missing or wrong token"),
+                        "403": _error("Missing, wrong or expired token"),
                         "404": _error("Unknown or expired job"),
                     },
                 }

@@ -22,7 +22,7 @@ from api.errors import ApiError
 from api.handlers import JOB_ID_RE, authorize
 from api.hub import Connection
 from api.store import JobState
-from api.tokens import check_token
+from api.tokens import TokenCheck, verify_token
 from models.records import utcnow
 
 log = logging.getLogger("api.ws")
@@ -126,8 +126,12 @@ async def _subscribe(request: web.Request, conn: Connection, job_id: object, tok
         return
     if conn.follows(job_id):
         return
-    if not isinstance(token, str) or not check_token(request.app[SETTINGS].api_token_secret, job_id, token):
-        conn.send_error("TOKEN_INVALID", "the token is not valid for this job", job_id)
+    check = verify_token(request.app[SETTINGS].api_token_secret, job_id, token if isinstance(token, str) else None)
+    if check is not TokenCheck.VALID:
+        expired = check is TokenCheck.EXPIRED
+        conn.send_error("TOKEN_EXPIRED" if expired else "TOKEN_INVALID",
+                        "the token for this job has expired" if expired else "the token is not valid for this job",
+                        job_id)
         return
     if len(conn.jobs) >= MAX_JOBS_PER_SOCKET:
         conn.send_error("TOO_MANY_JOBS", f"at most {MAX_JOBS_PER_SOCKET} jobs per connection", job_id)

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token_secret: SecretStr = SecretStr("dev-only-change-me")
+    api_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)  # how long a job's token lets its holder read it
     api_admin_token: SecretStr | None = None  # enables DELETE /api/v1/waste/admin/cache/... for operators
     api_public_s3_url: str | None = None  # the S3 URL browsers upload to, if it differs from s3_endpoint_url
     upload_max_bytes: int = Field(default=15 * 1024 * 1024, ge=1)

@@ -159,8 +159,10 @@ class Fakes:
         self.storage.objects[key] = ObjectHead(size=size, content_type=content_type)
 
 
-def token_for(job_id: str) -> str:
-    return make_token(SecretStr(SECRET), job_id)
+def token_for(job_id: str, expires_at: int | None = None) -> str:
+    import time
+
+    return make_token(SecretStr(SECRET), job_id, expires_at=expires_at or int(time.time()) + 3600)
 
 
 def auth(job_id: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp.test_utils import TestClient
 
@@ -28,6 +28,8 @@ async def test_analyze_issues_job_with_server_generated_key(
     assert job.key == f"uploads/{job_id}"  # the client's "key" is ignored
     assert body["image_url"] == f"http://cdn.test/waste-images/uploads/{job_id}"
     assert check_token(settings.api_token_secret, job_id, body["token"])
+    lifetime = datetime.fromisoformat(body["token_expires_at"]) - datetime.now(UTC)
+    assert abs(lifetime.total_seconds() - settings.api_token_ttl_seconds) < 60
     assert body["upload_url"] and body["upload_fields"]["key"] == job.key and body["put_url"]
     assert datetime.fromisoformat(body["expires_at"]).tzinfo is not None
     assert body["max_bytes"] == settings.upload_max_bytes
@@ -93,6 +95,8 @@ async def test_upload_complete_token_checks(client: TestClient, fakes: Fakes) ->
     assert (missing.status, wrong.status) == (403, 403)
     assert (await missing.json())["error"]["code"] == "TOKEN_MISSING"
     assert (await wrong.json())["error"]["code"] == "TOKEN_INVALID"
+    expired = await client.post(url, headers={"Authorization": f"Bearer {token_for(job_id, expires_at=1000)}"})
+    assert expired.status == 403 and (await expired.json())["error"]["code"] == "TOKEN_EXPIRED"
     assert fakes.publisher.events == []
 
 

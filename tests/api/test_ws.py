@@ -176,3 +176,14 @@ async def test_shutdown_closes_sockets_with_going_away(client: TestClient) -> No
     assert await _closed(ws) == 1001
     await asyncio.wait_for(shutdown, TIMEOUT)
     assert not client.app[HUB].connections
+
+
+async def test_an_expired_token_is_refused_with_its_own_code(client: TestClient) -> None:
+    job_id = await _analyze(client)
+    expired = token_for(job_id, expires_at=1000)
+    resp = await client.get(f"/api/v1/waste/ws?job_id={job_id}&token={expired}")
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "TOKEN_EXPIRED"
+    ws = await client.ws_connect("/api/v1/waste/ws")
+    await ws.send_json({"type": "subscribe", "job_id": job_id, "token": expired})
+    assert (await _next(ws))["error"]["code"] == "TOKEN_EXPIRED"
+    await ws.close()

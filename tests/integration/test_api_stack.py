@@ -201,7 +201,7 @@ async def test_an_instance_started_later_replays_results_it_missed(
 
 async def test_wrong_token_is_403(http: aiohttp.ClientSession, api: str) -> None:
     job = await analyze(http, api)
-    other = make_token(SecretStr(SECRET), "someone-else")
+    other = make_token(SecretStr(SECRET), "someone-else", expires_at=int(time.time()) + 3600)
     bad = {"Authorization": f"Bearer {other}"}
     async with http.post(f"{api}/api/v1/waste/upload-complete/{job['job_id']}", headers=bad) as resp:
         assert resp.status == 403 and (await resp.json())["error"]["code"] == "TOKEN_INVALID"
