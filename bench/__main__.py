@@ -482,7 +482,10 @@ async def sustained_search(load: Load, pool: Pool, plan: Plan, capacity: float, 
                               "is tried twice); the best step is then held for confirm_seconds, else 90% of it"}
 
 
-async def settle(load: Load, seconds: float = 2.0) -> None:
+async def settle(load: Load, seconds: float = 2.0, drain_timeout: float = 60.0) -> None:
+    """Let the backlog of a step the pipeline could not keep up with drain before the next measurement."""
+    if left := await load.drain(drain_timeout):
+        log(f"{left} events still unanswered after {drain_timeout:.0f} s; measuring on regardless")
     await asyncio.sleep(seconds)
 
 

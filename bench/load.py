@@ -133,6 +133,18 @@ class Load:
         if key is not None:
             self.purger.purge_soon(key)
 
+    @property
+    def outstanding(self) -> int:
+        """Events sent whose result has not arrived yet (a failed step leaves a backlog behind)."""
+        return len(self._key_of)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait until every sent event is answered, or the deadline; returns how many are still outstanding."""
+        deadline = time.monotonic() + timeout
+        while self._key_of and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return len(self._key_of)
+
     async def burst(self, keys: Sequence[str], timeout: float = 120.0) -> RunResult:
         """Publish one event per key as fast as the producer takes them; wait for every result."""
         sent: list[Sent] = []

@@ -40,6 +40,7 @@ class Outcome:
     category: str
     latency_s: float
     error: str | None = None
+    answered_by: str | None = None  # "gpt-4o (simulator)" when the endpoint is the simulator
 
 
 def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
@@ -154,9 +155,11 @@ async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcom
             if data.get("type") == "result" and data.get("job_id") == job["job_id"]:
                 r = data["result"]
                 cache = r.get("cache") or {}
+                by = r.get("answered_by") or {}
                 return Outcome(photo.name, r["status"], bool(cache.get("hit")), cache.get("source", "-"),
                                (r.get("classification") or {}).get("category", "-"), time.monotonic() - started,
-                               (r.get("error") or {}).get("code"))
+                               (r.get("error") or {}).get("code"),
+                               f"{by['model']}{' (simulator)' if by.get('simulated') else ''}" if by else None)
     return Outcome(photo.name, "failed", False, "-", "-", time.monotonic() - started, "WebSocket closed early")
 
 
@@ -200,6 +203,7 @@ def summarize(outcomes: list[Outcome], calls: int | None) -> dict[str, Any]:
         "jobs": len(outcomes), "done": len(done), "failed": len(outcomes) - len(done),
         "cache_hit_rate": round(len(hits) / len(done), 3) if done else 0.0,
         "model_calls": calls, "model_calls_saved": (len(outcomes) - calls) if calls is not None else None,
+        "answered_by": sorted({o.answered_by for o in done if o.answered_by}),
         "hit_ms": {"p50": round(percentile(hits, 0.5)), "p95": round(percentile(hits, 0.95)), "n": len(hits)}
         if hits else None,
         "miss_ms": {"p50": round(percentile(misses, 0.5)), "p95": round(percentile(misses, 0.95)), "n": len(misses)}
@@ -232,6 +236,11 @@ async def main_async(args: argparse.Namespace) -> int:
             s = summary[label]
             print(f"  {label[:-3]:<4} latency p50 {s['p50']} ms, p95 {s['p95']} ms  (n={s['n']})")
     print(f"  wall time {summary['wall_s']} s")
+    if summary["answered_by"]:
+        print(f"  answered by {', '.join(summary['answered_by'])}")
+    if any("(simulator)" in name for name in summary["answered_by"]):
+        print("  NOTE: these answers come from the vision-model SIMULATOR (a stand-in that guesses), "
+              "not from a real model")
     if args.json:
         print(json.dumps(summary))
     print(f"\nweb page: http://{settings.api_host}:{settings.api_port}/   (make stack-down stops everything)")
