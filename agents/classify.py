@@ -77,13 +77,35 @@ async def _answer(delivery: Delivery) -> None:
     request = delivery.request
     res = await resources.ready()
     settings = res.settings
+    while True:
+        # Requests for one pHash run concurrently here (the agent's concurrency), and a second one exists after
+        # a redelivery or a re-issued lost call: wait for a call under way in this worker, then look again.
+        if (running := _calls_in_progress.get(request.phash)) is not None:
+            await running.wait()
+        # A redelivered request (after a crash or rebalance) may already be answered: never pay twice for it.
+        entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
+                                    model_version=settings.model_version) or await _cached(res, request.phash)
+        if entry is not None:
+            await _answer_all(delivery, entry, paid=False)
+            return
+        if request.phash not in _calls_in_progress:  # nobody took the call while the cache was read
+            break
+    done = _calls_in_progress[request.phash] = asyncio.Event()
+    try:
+        await _call_and_answer(delivery, res)
+    finally:
+        del _calls_in_progress[request.phash]
+        done.set()
+
+
+# pHash -> set when this worker's model call for it has ended (answered, failed or crashed).
+_calls_in_progress: dict[str, asyncio.Event] = {}
+
+
+async def _call_and_answer(delivery: Delivery, res: resources.Resources) -> None:
+    request = delivery.request
+    settings = res.settings
     job = request.job
-    # A redelivered request (after a crash or rebalance) may already be answered: never pay twice for it.
-    entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
-                                model_version=settings.model_version) or await _cached(res, request.phash)
-    if entry is not None:
-        await _answer_all(delivery, entry, paid=False)
-        return
     image = await _image_for_model(res, job)
     started = time.monotonic()
     try:

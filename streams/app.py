@@ -14,9 +14,11 @@ import faust
 from mode import Service
 
 from models.settings import Settings, load_settings
-from streams import resources
+from streams import faust_fixes, resources
 
 log = logging.getLogger(__name__)
+
+faust_fixes.apply()  # never commit past an event still in progress (see streams/faust_fixes.py)
 
 _settings: Settings | None = None
 

@@ -157,3 +157,24 @@ async def test_a_failure_part_way_through_the_answers_ends_every_job_exactly_onc
     await run_requests(harness)
     statuses = [json.loads(v)["job_id"] + ":" + json.loads(v)["status"] for _, v in harness.results.messages]
     assert sorted(statuses) == ["job-0:done", "job-1:failed", "job-2:failed"]
+
+
+async def test_two_requests_for_one_hash_at_once_make_one_call(harness: Harness) -> None:
+    """A redelivered request (after a crash) meets the original in the classify agent's concurrency."""
+    import asyncio
+
+    from models.records import utcnow
+
+    real = harness.vision.classify
+
+    async def slow(image_url: str):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.05)
+        return await real(image_url)
+
+    harness.vision.classify = slow  # type: ignore[method-assign]
+    first = VisionRequest(phash=PHASH, job=hashed("first"), requested_at=utcnow())
+    again = VisionRequest(phash=PHASH, job=hashed("again"), requested_at=utcnow())
+    await asyncio.gather(answer_request(first), answer_request(again))
+    assert len(harness.vision.calls) == 1
+    results = harness.results_by_job()
+    assert results["first"]["cache"]["source"] == "model" and results["again"]["cache"]["hit"] is True

@@ -40,7 +40,8 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
     session = uuid.uuid4().hex[:8]
     settings = Settings(_env_file=None, app_id=f"waste-crash-{session}",  # type: ignore[call-arg]
                         prompt_version=f"crash-{session}", worker_web_port=free_port(),
-                        vision_backoff_base_seconds=0.05, inflight_timeout_seconds=20,
+                        # Long enough that no call is re-issued as "lost" by the timer during the test.
+                        vision_backoff_base_seconds=0.05, inflight_timeout_seconds=300,
                         kafka_session_timeout_seconds=8)
     await simulator("POST", "/_sim/reset")
     await simulator("POST", "/_sim/config", {"latency_ms": MODEL_LATENCY_MS, "jitter_ms": 100, "script": []})
@@ -61,7 +62,9 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
                 await watcher.drain(0.2)
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(timeout=10)
-            answered_before_kill = len(watcher.received.keys() & set(jobs))
+            answered_jobs = watcher.received.keys() & set(jobs)
+            answered_before_kill = len(answered_jobs)
+            photos_answered = {i % PHOTOS for i, job in enumerate(jobs) if job in answered_jobs}
             assert answered_before_kill < len(jobs), "the burst ended before the kill: nothing was tested"
 
             second = start_worker(settings, name="crash-second", new_group=False)  # same group, where it left off
@@ -84,8 +87,9 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
         for r in results[job]:
             by_photo[r.cache.phash].add(r.classification.model_dump_json())  # type: ignore[union-attr]
     assert len(by_photo) == PHOTOS and all(len(answers) == 1 for answers in by_photo.values())
-    # Calls cut off by the kill are made again; nothing else is paid twice.
-    assert PHOTOS <= calls <= PHOTOS + settings.vision_concurrency, calls
+    # A photo answered before the kill is never paid again (its answer is in Redis); one that was not may be
+    # paid twice: its call may have been cut off by the kill.
+    assert PHOTOS <= calls <= 2 * PHOTOS - len(photos_answered), (calls, len(photos_answered))
     # Replayed events do not publish again (result markers, streams/outcomes.py); only a kill between a send
     # and its marker can cost one duplicate.
     duplicates = sum(len(rs) - 1 for rs in results.values())
