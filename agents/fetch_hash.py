@@ -83,7 +83,7 @@ async def _phash(res: resources.Resources, data: bytes) -> tuple[str, float | No
     if res.digests is not None:
         digest = await loop.run_in_executor(res.executor, content_digest, data)
         try:
-            known = await res.digests.phash_of(digest)
+            known = await res.digests.phash_of(digest, max_pixels=res.settings.max_image_pixels)
         except RedisError as exc:  # then decode, as without the cache
             log.warning("digest lookup failed (%s); decoding", exc)
             known = None
@@ -97,7 +97,7 @@ async def _phash(res: resources.Resources, data: bytes) -> tuple[str, float | No
     metrics.hash_total.labels(path="decode").inc()
     if digest is not None and res.digests is not None:
         try:
-            await res.digests.remember(digest, hashed.phash)
+            await res.digests.remember(digest, hashed.phash, pixels=hashed.width * hashed.height)
         except RedisError as exc:
             log.warning("could not remember the digest (%s)", exc)
     return hashed.phash, decode_ms

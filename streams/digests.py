@@ -19,12 +19,16 @@ class DigestIndex:
         self._redis = redis
         self._ttl = ttl_seconds
 
-    async def phash_of(self, digest: str) -> str | None:
+    async def phash_of(self, digest: str, *, max_pixels: int) -> str | None:
+        """The pHash recorded for these bytes, if the image is within ``max_pixels`` (the limit may have been
+        lowered since it was recorded: then the bytes are decoded again, and refused by the decode path)."""
         raw = await self._redis.get(KEY_PREFIX + digest)
         if raw is None:
             return None
-        phash = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return phash if len(phash) == 64 else None
+        phash, _, pixels = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(" ")
+        if len(phash) != 64 or not pixels.isdigit() or int(pixels) > max_pixels:
+            return None
+        return phash
 
-    async def remember(self, digest: str, phash: str) -> None:
-        await self._redis.set(KEY_PREFIX + digest, phash, ex=self._ttl)
+    async def remember(self, digest: str, phash: str, *, pixels: int) -> None:
+        await self._redis.set(KEY_PREFIX + digest, f"{phash} {pixels}", ex=self._ttl)

@@ -52,13 +52,14 @@ async def test_an_undecodable_object_fails_the_job(harness: Harness) -> None:
 
 class FakeDigests:
     def __init__(self) -> None:
-        self.phashes: dict[str, str] = {}
+        self.phashes: dict[str, tuple[str, int]] = {}
 
-    async def phash_of(self, digest: str) -> str | None:
-        return self.phashes.get(digest)
+    async def phash_of(self, digest: str, *, max_pixels: int) -> str | None:
+        phash, pixels = self.phashes.get(digest, (None, 0))
+        return phash if pixels <= max_pixels else None
 
-    async def remember(self, digest: str, phash: str) -> None:
-        self.phashes[digest] = phash
+    async def remember(self, digest: str, phash: str, *, pixels: int) -> None:
+        self.phashes[digest] = (phash, pixels)
 
 
 async def test_a_byte_identical_reupload_is_not_decoded_again(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -95,3 +96,15 @@ async def test_a_corrupt_upload_is_refused_every_time(harness: Harness, monkeypa
         await process_upload(job, event(job, "bad.jpg"), 0, 1)
     assert {r["error"]["code"] for r in harness.results_by_job().values()} == {"IMAGE_UNDECODABLE"}
     assert not digests.phashes and not harness.hashed.messages
+
+
+async def test_a_known_image_over_a_lowered_pixel_limit_is_refused(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streams import resources
+
+    res = await resources.ready()
+    monkeypatch.setattr(res, "digests", FakeDigests())
+    harness.fetcher.objects["big.jpg"] = samples.photo_bytes(9)
+    await process_upload("first", event("first", "big.jpg"), 0, 1)
+    monkeypatch.setattr(res, "settings", res.settings.model_copy(update={"max_image_pixels": 1000}))
+    await process_upload("later", event("later", "big.jpg"), 0, 2)
+    assert harness.results_by_job()["later"]["error"]["code"] == "IMAGE_TOO_LARGE"
