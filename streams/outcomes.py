@@ -6,6 +6,7 @@ original event, so an operator can replay them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -61,8 +62,9 @@ async def publish_result(result: AnalysisResult) -> None:
     """Publish the job's terminal result, unless this worker group already did.
 
     Kafka delivers at least once: after a crash or a rebalance, events are processed again from the last
-    committed offset, and each would publish its job's result again. A marker per job in Redis (set after the
-    send, so a crash in between can cost a duplicate, never a result) lets the replay skip them.
+    committed offset, and each would publish its job's result again. A marker per job in Redis lets the replay
+    skip them. It is set once the broker has acknowledged the result (``send`` only buffers it): a crash in
+    between can cost a duplicate, never a result.
     """
     res = await resources.ready()
     marker = f"{PUBLISHED_PREFIX}{res.settings.app_id}:{result.job_id}"
@@ -70,13 +72,31 @@ async def publish_result(result: AnalysisResult) -> None:
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
         return
-    await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
-    await _redis_call(res, "set", marker, b"1", ex=res.settings.result_dedup_ttl_seconds)
+    delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
+    if res.redis is not None:
+        _mark_when_delivered(res, delivery, marker)
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
+
+
+# Marker writes under way (a task nobody holds a reference to may be collected before it runs).
+_marking: set[asyncio.Future[Any]] = set()
+
+
+def _mark_when_delivered(res: resources.Resources, delivery: Any, marker: str) -> None:
+    def mark(_: Any = None) -> None:
+        task = asyncio.ensure_future(_redis_call(res, "set", marker, b"1", ex=res.settings.result_dedup_ttl_seconds))
+        _marking.add(task)
+        task.add_done_callback(_marking.discard)
+
+    if not isinstance(delivery, asyncio.Future):  # already delivered (or a test double)
+        mark()
+        return
+    # Not awaited here: the agent goes on at once; the marker follows the broker's acknowledgement.
+    delivery.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else mark())
 
 
 async def _redis_call(res: resources.Resources, command: str, *args: Any, **kwargs: Any) -> Any:
