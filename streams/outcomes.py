@@ -1,7 +1,7 @@
 """Build and publish the terminal result of a job, and dead-letter what could not be processed.
 
-Every job ends with exactly one ``AnalysisResult``; failures also go to the dead-letter topic with the
-original event, so an operator can replay them.
+Every job ends with one ``AnalysisResult`` (repeated, identical, only if a worker dies just as it is delivered);
+failures also go to the dead-letter topic with the original event, so an operator can replay them.
 """
 
 from __future__ import annotations
