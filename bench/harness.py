@@ -29,7 +29,7 @@ from models.records import UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
-from tools.kafka_admin import start_group_at_end_blocking
+from tools.kafka_admin import position_at_end, start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ class Pipe:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
         await self._consumer.start()
         await self._producer.start()
-        await _wait_for_assignment(self._consumer)
+        await position_at_end(self._consumer)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -361,16 +361,6 @@ class Pipe:
             await asyncio.wait(futures, timeout=timeout)
         return sum(1 for f in futures if not f.done())
 
-
-async def _wait_for_assignment(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not consumer.assignment():
-        if time.monotonic() > deadline:
-            raise TimeoutError("results consumer got no partitions")
-        await asyncio.sleep(0.05)
-    await consumer.seek_to_end()
-    for tp in consumer.assignment():
-        await consumer.position(tp)  # resolve "end" now, so results published from here on are seen
 
 
 async def wait_until_pipeline_answers(pipe: Pipe, worker: Proc, probe_key: str, timeout: float = 120.0) -> float:

@@ -23,7 +23,7 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
 from streams import topics
 from streams.clients import s3_client
-from tools.kafka_admin import partition_counts, start_group_at_end_blocking
+from tools.kafka_admin import partition_counts, position_at_end, start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process  # noqa: F401 (free_port is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ class PipelineClient:
         await consumer.start()
         await producer.start()
         try:
-            await _wait_for_assignment(consumer)
+            await position_at_end(consumer)
             yield ResultWatcher(self.settings, consumer, producer)
         finally:
             await producer.stop()
@@ -174,16 +174,6 @@ class ResultWatcher:
                     job_id = (record.key or b"").decode()
                     self.received.setdefault(job_id, []).append(AnalysisResult.model_validate_json(record.value))
 
-
-async def _wait_for_assignment(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not consumer.assignment():
-        if time.monotonic() > deadline:
-            raise TimeoutError("results consumer got no partitions")
-        await asyncio.sleep(0.05)
-    await consumer.seek_to_end()
-    for tp in consumer.assignment():
-        await consumer.position(tp)  # resolve "end" now, so results published from here on are seen
 
 
 async def wait_until_pipeline_answers(client: PipelineClient, worker: Worker, timeout: float = 120.0) -> None:

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.settings import Settings, load_settings
 from streams import topics
 from tools import processes
-from tools.kafka_admin import start_group_at_end
+from tools.kafka_admin import position_at_end, start_group_at_end
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "waste"
 
@@ -98,11 +98,7 @@ async def wait_for_worker(settings: Settings, timeout: float = 120) -> None:
     await producer.start()
     try:
         deadline = time.monotonic() + timeout
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+        await position_at_end(consumer)
         while time.monotonic() < deadline:
             probe = f"demo-probe-{uuid.uuid4()}".encode()
             await producer.send_and_wait(topics.UPLOADS_COMPLETED, key=probe, value=b"{}")

@@ -98,6 +98,22 @@ async def start_group_at_end(settings: Settings, group_id: str | None = None,
         await consumer.stop()
 
 
+async def position_at_end(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
+    """Wait for a group-less consumer's partitions and fix its position at their current end.
+
+    "latest" is resolved lazily: a consumer that has not fetched yet would miss what is published right after
+    it started. Resolving the positions now means everything published from here on is seen.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"consumer of {sorted(consumer.subscription())} got no partitions in {timeout}s")
+        await asyncio.sleep(0.05)
+    await consumer.seek_to_end()
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+
+
 def start_group_at_end_blocking(settings: Settings, group_id: str | None = None) -> dict[str, int]:
     """:func:`start_group_at_end` for synchronous callers, also from inside a running event loop."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:

@@ -26,6 +26,7 @@ from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings, load_settings
 from streams import topics
 from streams.clients import s3_client
+from tools.kafka_admin import position_at_end
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -94,7 +95,7 @@ async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: boo
     await consumer.start()
     await producer.start()
     try:
-        await _wait_assigned(consumer)
+        await position_at_end(consumer)
         for job in jobs:
             event = UploadCompleted(job_id=job.job_id, bucket=settings.s3_bucket_name, key=job.key,
                                     content_type=mimetypes.guess_type(job.path.name)[0],
@@ -124,16 +125,6 @@ async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: boo
     return summary
 
 
-async def _wait_assigned(consumer: AIOKafkaConsumer) -> None:
-    # Start reading before publishing, or fast results would be missed by a consumer starting at "latest".
-    for _ in range(200):
-        if consumer.assignment():
-            await consumer.seek_to_end()
-            for tp in consumer.assignment():
-                await consumer.position(tp)
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError("results consumer got no partitions")
 
 
 async def simulator_calls(url: str | None) -> int | None:

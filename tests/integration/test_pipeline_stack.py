@@ -14,6 +14,7 @@ from models.records import AnalysisResult, JobStatus
 from streams import topics
 from tests import samples
 from tests.pipeline_harness import simulator
+from tools.kafka_admin import position_at_end
 
 pytestmark = pytest.mark.pipeline
 
@@ -140,11 +141,7 @@ async def test_failures_reach_the_dead_letter_topic(pipeline) -> None:  # type: 
                                 group_id=None, auto_offset_reset="latest")
     await consumer.start()
     try:
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+        await position_at_end(consumer)
         async with pipeline.client.results() as watcher:
             await watcher.publish_raw(b"dlq-probe", b"\xff\xfe garbage")
             await watcher.wait_for(["dlq-probe"])

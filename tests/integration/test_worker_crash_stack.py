@@ -83,7 +83,7 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
     assert set(statuses) == {JobStatus.DONE}, statuses
     # Copies of one photo agree, also when one was answered before the kill and the other after it.
     by_photo: dict[str, set[str]] = collections.defaultdict(set)
-    for job, key in zip(jobs, keys, strict=True):
+    for job in jobs:
         for r in results[job]:
             by_photo[r.cache.phash].add(r.classification.model_dump_json())  # type: ignore[union-attr]
     assert len(by_photo) == PHOTOS and all(len(answers) == 1 for answers in by_photo.values())
