@@ -31,8 +31,8 @@ test:  ## THE test command: installs and starts everything, runs all tests, stop
 test-unit: venv  ## fast tests that need no stack
 	@$(PY) -m pytest tests/unit tests/agents tests/api -q
 
-demo: stack-up  ## the whole pipeline with a crowd of simulated app users, then the web page's address
-	@$(PY) -m tools.demo
+demo: stack-up  ## the whole pipeline with a crowd of simulated app users (PHOTOS=dir: your own photos)
+	@$(PY) -m tools.demo $(if $(PHOTOS),--photos "$(PHOTOS)")
 
 bench: stack-up  ## benchmarks; writes bench/latest.json
 	@$(PY) -m bench

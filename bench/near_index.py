@@ -8,7 +8,7 @@
 
 Uses its own Redis database (15 by default) and a unique key prefix, and deletes every key it made at the end,
 so it never touches the pipeline's cache. Cached hashes are uniform random 256-bit values (real pHashes are close
-to uniform: the shared photos' per-bit entropy sums to 253 of 256 bits); the index is bulk-loaded with the same
+to uniform: the team's 330 photos' per-bit entropy sums to 253 of 256 bits); the index is bulk-loaded with the same
 keys, scores and expiries as ``RedisNearIndex.add`` writes. At each size it measures, one lookup at a time
 (what one dedupe step does):
 
@@ -17,7 +17,7 @@ keys, scores and expiries as ``RedisNearIndex.add`` writes. At each size it meas
 - candidates per lookup (members of the query's chunk sets) and Redis memory per cached hash.
 
 **burst** starts one worker per configuration (its own consumer group and prompt version, so each starts with an
-empty cache), uploads the re-uploads ``bench.variants`` makes of ``--photos`` shared photos (original, quality 70,
+empty cache), uploads the re-uploads ``bench.variants`` makes of ``--photos`` sample photos (original, quality 70,
 50% resize, screenshot, +10% brightness, EXIF rotation: none byte-identical), publishes all their upload-complete
 events at once in a shuffled order, and counts model calls (the simulator's counter and the results that say
 ``model``), second calls (calls beyond one per photo) and false matches (a result answered by a call made for

@@ -1,8 +1,8 @@
-"""Re-uploads of the shared photos: one folder per photo, one file per way people re-upload the same picture.
+"""Re-uploads of the sample photos (samples/waste, or WASTE_DATA_DIR): one folder per photo, one file per way people re-upload the same picture.
 
     python -m bench.variants --limit 120            # 12-megapixel phone uploads (the default), ~1.5 s per photo
-    python -m bench.variants                        # all 330 photos: about 11 minutes on 2 cores
-    python -m bench.variants --size native          # the shared photos' own size (512x384, 524x524): seconds
+    python -m bench.variants                        # all 90 sample photos: about 3 minutes on 2 cores
+    python -m bench.variants --size native          # the photos' own size (384x512, 524x524): seconds
 
 Each folder holds, for one photo (none of the files byte-identical to another):
 
@@ -18,7 +18,7 @@ Each folder holds, for one photo (none of the files byte-identical to another):
 | ``text.jpg``     | a caption drawn over the lower part of the photo                           |
 
 Generated once and cached in ``bench/.cache/variants/<size>/`` (gitignored); a 12 MP folder is about 13 MB
-(4.3 GB for all 330 photos).
+(1.2 GB for all 90 sample photos).
 :func:`variant_folders` is what the evaluation and the tests use.
 """
 
@@ -172,7 +172,7 @@ def variant_folders(limit: int | None = None, *, size: str = "phone", workers: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None,
-                        help="photos to use (spread over the classes); all 330 by default")
+                        help="photos to use (spread over the classes); all of them by default")
     parser.add_argument("--size", choices=SIZES, default="phone")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     parser.add_argument("--mirror", action="store_true", help="start from the photos flipped left to right")

@@ -1,7 +1,11 @@
-"""Real photos from ../shared/data/waste and hostile or unusual images made from them, for the tests."""
+"""Real photos from samples/waste (the set the repository ships) and hostile or unusual images made from them.
+
+``WASTE_DATA_DIR`` points the tests at another folder of photos (any layout; images found by extension).
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -10,13 +14,13 @@ from pathlib import Path
 
 from PIL import Image
 
-DATA_DIR = Path(os.environ.get("WASTE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "waste"))
+from tools.photos import data_dir, distinct_photo, sample_photos
+
+DATA_DIR = data_dir()
 
 
 def photos(limit: int | None = None) -> list[Path]:
-    files = sorted(DATA_DIR.glob("*/*.jpg"))
-    if not files:
-        raise FileNotFoundError(f"no photos under {DATA_DIR}")
+    files = sample_photos(DATA_DIR)
     # Spread the pick over the class folders instead of taking the first folder only.
     if limit is not None:
         step = max(1, len(files) // limit)
@@ -24,8 +28,15 @@ def photos(limit: int | None = None) -> list[Path]:
     return files
 
 
+@functools.lru_cache(maxsize=512)
 def photo_bytes(index: int = 0) -> bytes:
-    return photos()[index].read_bytes()
+    """Photo ``index``: different indices are different photos to the pipeline (no two near-duplicates).
+
+    Tests pick their own indices so that no test's photo is cached by another test of the session. Past the
+    folder's photo count come the photos turned by quarters (``tools.photos.distinct_photo``): the shipped 90
+    give 360.
+    """
+    return distinct_photo(photos(), index)
 
 
 def _encode(image: Image.Image, fmt: str, **kw: object) -> bytes:

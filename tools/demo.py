@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on the local stack, used by a crowd of simulated app users.
 
 Starts the worker and the API (the stack and the vision-model simulator are started by `make stack-up`),
-then sends a sample of real photos from ../shared/data/waste, with re-uploads of some, through the real API
+then sends a sample of real photos (the repository's samples/waste, or any folder given with --photos / make demo
+PHOTOS=dir), with re-uploads of some, through the real API
 flow: analyze -> pre-signed POST upload to S3 -> upload-complete -> results over the WebSocket. Prints live
 progress and a summary, and ends with the web page's address. The worker and the API keep running
 (`make stack-down` stops everything).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mimetypes
 import random
 import sys
 import time
@@ -27,8 +29,7 @@ from models.settings import Settings, load_settings
 from streams import topics
 from tools import processes
 from tools.kafka_admin import position_at_end, start_group_at_end
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "waste"
+from tools.photos import SAMPLES_DIR, image_files
 
 
 @dataclass
@@ -43,10 +44,15 @@ class Outcome:
     answered_by: str | None = None  # "gpt-4o (simulator)" when the endpoint is the simulator
 
 
-def pick_photos(distinct: int, reuploads: int, seed: int) -> list[Path]:
-    files = sorted(DATA_DIR.glob("*/*.jpg"))
+def pick_photos(folder: Path, distinct: int, reuploads: int, seed: int) -> list[Path]:
+    """``distinct`` photos of ``folder`` (any layout: images are found recursively by extension), then
+    ``reuploads`` more uploads of photos already picked, shuffled."""
+    try:
+        files = image_files(folder)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"--photos: {exc}") from None
     if not files:
-        raise SystemExit(f"no photos under {DATA_DIR}")
+        raise SystemExit(f"no photos under {folder} (looked for .jpg, .jpeg, .png, .webp, .gif, .bmp, .tif, .tiff)")
     rng = random.Random(seed)
     chosen = rng.sample(files, min(distinct, len(files)))
     again = [rng.choice(chosen) for _ in range(reuploads)]
@@ -124,15 +130,16 @@ async def simulator_calls(settings: Settings) -> int | None:
 
 async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
     """What the app does for one photo."""
-    async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": "image/jpeg"}) as resp:
+    ctype = mimetypes.guess_type(photo.name)[0] or "image/jpeg"
+    async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": ctype}) as resp:
         job = await resp.json()
         if resp.status != 200:
             return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"analyze HTTP {resp.status}: {job}")
     form = aiohttp.FormData()
     for name, value in job["upload_fields"].items():
         form.add_field(name, value)
-    form.add_field("Content-Type", "image/jpeg")
-    form.add_field("file", photo.read_bytes(), filename=photo.name, content_type="image/jpeg")
+    form.add_field("Content-Type", ctype)
+    form.add_field("file", photo.read_bytes(), filename=photo.name, content_type=ctype)
     async with http.post(job["upload_url"], data=form) as resp:
         if resp.status >= 300:
             return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"upload HTTP {resp.status}")
@@ -213,8 +220,9 @@ async def main_async(args: argparse.Namespace) -> int:
     print("vision model:", settings.vision_model, "at", settings.openai_base_url,
           "(the local stack's SIMULATOR, not a real model)" if "8090" in (settings.openai_base_url or "") else "")
     await start_pipeline(settings)
-    photos = pick_photos(args.distinct, args.reuploads, args.seed)
-    print(f"\n{len(photos)} uploads ({args.distinct} distinct photos + {args.reuploads} re-uploads) "
+    photos = pick_photos(args.photos, args.distinct, args.reuploads, args.seed)
+    distinct = len(set(photos))
+    print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} re-uploads) "
           f"by {args.users} concurrent users:")
     before = await simulator_calls(settings)
     started = time.monotonic()
@@ -245,6 +253,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the pipeline with a crowd of simulated app users.")
+    parser.add_argument("--photos", type=Path, default=SAMPLES_DIR,
+                        help="a folder of images, searched recursively (default: the shipped samples/waste)")
     parser.add_argument("--distinct", type=int, default=36, help="distinct photos")
     parser.add_argument("--reuploads", type=int, default=24, help="re-uploads of photos already sent")
     parser.add_argument("--users", type=int, default=8, help="concurrent users")

@@ -1,6 +1,7 @@
 """Upload local photos to the bucket, publish their upload-complete events, and follow the results.
 
-    python -m tools.produce ../shared/data/waste/glass/*.jpg --repeat 2
+    python -m tools.produce samples/waste/glass --repeat 2      # the shipped photos of one class, twice each
+    python -m tools.produce ~/Pictures/bins photo.png           # any folders (searched recursively) and files
 
 Prints each result as it arrives on the results topic, then a summary (done, failed, cache hits by source,
 model calls). This is how a person feeds the pipeline without the app; the demo goes through the API instead.
@@ -27,8 +28,7 @@ from models.settings import Settings, load_settings
 from streams import topics
 from streams.clients import s3_client
 from tools.kafka_admin import position_at_end
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from tools.photos import image_files
 
 
 @dataclass
@@ -56,15 +56,11 @@ class Summary:
 
 
 def collect_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise SystemExit(f"no such file or folder: {p}")
-    return files
+    """Images under the folders (recursively, by extension) and the files named directly."""
+    try:
+        return image_files(*paths)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 async def upload_all(settings: Settings, files: list[Path], repeat: int, prefix: str) -> list[Job]:
@@ -161,7 +157,7 @@ def _print_summary(summary: Summary, total: int, pending: dict[str, Job], before
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="image files or folders")
+    parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively by extension)")
     parser.add_argument("--repeat", type=int, default=1, help="upload each file this many times")
     parser.add_argument("--prefix", default="uploads", help="object key prefix")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all results")

@@ -1,8 +1,8 @@
 """Near-duplicates on the real stack: the Redis index (Lua, expiry, claims, invalidation), then the whole pipeline.
 
 Index tests use Redis database 15 and delete what they write. Pipeline tests send re-uploads made by
-``bench.variants`` (none byte-identical) through the running worker and the simulator. They start from the shared
-photos flipped left to right: the other tests of the session upload the shared photos themselves, and a
+``bench.variants`` (none byte-identical) through the running worker and the simulator. They start from the sample
+photos flipped left to right: the other tests of the session upload the sample photos themselves, and a
 re-encode of one of those is (rightly) a near-duplicate of it, which would hide the calls these tests count.
 """
 

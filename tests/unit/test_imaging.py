@@ -20,12 +20,12 @@ from tests import samples
 MAX_PIXELS = 50_000_000
 
 
-def test_draft_hash_agrees_with_full_decode_on_every_shared_photo() -> None:
+def test_draft_hash_agrees_with_full_decode_on_every_sample_photo() -> None:
     distances = []
     for path in samples.photos():
         data = path.read_bytes()
         distances.append(hamming_distance(hash_image(data, max_pixels=MAX_PIXELS).phash, full_decode_phash(data)))
-    assert len(distances) >= 300
+    assert len(distances) == len(samples.photos()) >= 60
     assert max(distances) <= 6, f"worst disagreement {max(distances)} bits"
 
 
