@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.strict_schema import strict_subset
+
 TAXONOMY_VERSION = "2026-11-1"
 
 
@@ -44,9 +46,13 @@ class WasteClassification(BaseModel):
 
 
 def classification_json_schema() -> dict[str, Any]:
-    """JSON schema in the strict form OpenAI structured outputs accept (all fields required, no extras)."""
+    """The answer schema in the form OpenAI's strict structured outputs accept (models/strict_schema.py).
+
+    All fields required, no extras, the enum inlined (no ``$defs``: some OpenAI-compatible servers reject
+    references). The string length bounds of :class:`WasteClassification` are not in the strict subset (the real
+    endpoint answers them with a 400), so they are left out here and checked when the answer is validated.
+    """
     schema = WasteClassification.model_json_schema()
-    # Inline the enum so the schema has no $defs: some OpenAI-compatible servers reject references.
     schema.pop("$defs", None)
     schema["properties"]["category"] = {
         "type": "string",
@@ -58,4 +64,4 @@ def classification_json_schema() -> dict[str, Any]:
     schema.pop("title", None)
     schema["additionalProperties"] = False
     schema["required"] = list(schema["properties"])
-    return schema
+    return strict_subset(schema)

@@ -18,13 +18,18 @@ class ErrorCode(StrEnum):
     MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"  # the vision model kept failing (429/5xx/connection) after retries
     MODEL_TIMEOUT = "MODEL_TIMEOUT"  # the vision model did not answer in time, after retries
     MODEL_OUTPUT_INVALID = "MODEL_OUTPUT_INVALID"  # the model answered, but not with a valid classification
+    MODEL_REQUEST_REJECTED = "MODEL_REQUEST_REJECTED"  # the endpoint refused the request as invalid (400/404)
+    MODEL_REFUSED = "MODEL_REFUSED"  # the model declined to classify the photo (a refusal; not retried)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug: logged with a traceback, the job still gets its result
+    IMAGE_REFUSED = "IMAGE_REFUSED"  # an image the guards refuse for its shape: aspect ratio, frames, scans, metadata
+    IMAGE_CHANGED = "IMAGE_CHANGED"  # the object's bytes changed between hashing and classification
 
 
 class PipelineError(Exception):
     """An expected, per-event failure: the job ends as ``failed`` with this code."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: ErrorCode, message: str, *, detail: str | None = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" ({detail})" if detail else ""))
         self.code = code
-        self.message = message
+        self.message = message  # sent to the client: names no internal host, port, bucket or path
+        self.detail = detail  # for logs and dead letters only

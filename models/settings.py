@@ -23,6 +23,10 @@ class VisionImageMode(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
+    # "development" (make targets, scripts/test.sh, tests, the demo) lets API and worker start with the
+    # default or a short API_TOKEN_SECRET; anything else is production: see check_secrets().
+    app_env: Literal["development", "production"] = "production"
+
     # --- Kafka / Faust
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     app_id: str = "waste-analysis"
@@ -72,6 +76,27 @@ class Settings(BaseSettings):
     # --- Image guards
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)  # decompression-bomb guard (~8000x6000)
+    # Checked from the header before any pixel is decoded (streams/imaging.py): each side, all frames of an
+    # animation together (w x h x frames <= MAX_IMAGE_PIXELS), frames, long side / short side.
+    max_image_width: int = Field(default=12_000, ge=1)
+    max_image_height: int = Field(default=12_000, ge=1)
+    max_image_frames: int = Field(default=50, ge=1)
+    max_image_aspect_ratio: float = Field(default=8.0, ge=1.0)
+    # Formats that cannot be decoded at a reduced scale (PNG, WebP, progressive JPEG) are decoded whole:
+    # they are refused above this many pixels (16.7 MP = 4096 x 4096), which bounds a decode to ~70 MB.
+    max_full_decode_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_jpeg_scans: int = Field(default=64, ge=1)  # a progressive JPEG re-decodes its coefficients per scan
+    max_image_metadata_bytes: int = Field(default=1024 * 1024, ge=0)  # EXIF + ICC + XMP + text chunks
+    # The peak RSS a worker stays under with the defaults above, whatever it is sent (proven by the hostile
+    # flood in tests/security). Size a container's memory limit from it.
+    worker_memory_ceiling_mb: int = Field(default=1024, ge=64)
+    # Upload-complete events are checked before anything is fetched: the bucket must be S3_BUCKET_NAME and the
+    # key must match this regex in full. A group named job_id must equal the event's job_id (an event can only
+    # name its own upload). The default is the API's scheme (uploads/{job_id}, a uuid4 hex; the dashed form
+    # and an image extension are accepted for tools.produce).
+    upload_key_pattern: str = (
+        r"uploads/(?P<job_id>[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.(?:jpe?g|png|webp))?"
+    )
     hash_workers: int = Field(default=2, ge=1)
     # Remember the pHash of each upload's SHA-256 in Redis: a byte-identical re-upload then skips the decode.
     content_digest_cache: bool = True
@@ -86,6 +111,10 @@ class Settings(BaseSettings):
     vision_backoff_base_seconds: float = Field(default=0.5, ge=0)
     vision_backoff_max_seconds: float = Field(default=20.0, ge=0)
     vision_concurrency: int = Field(default=16, ge=1)
+    # The image's detail level (OpenAI: "low" is a flat 85 tokens for gpt-4o; "high"/"auto" add 170 per 512 px tile).
+    vision_image_detail: Literal["low", "high", "auto"] = "low"
+    # max_completion_tokens of each call: an answer is ~120 tokens; a cut answer (finish_reason "length") is retried.
+    vision_max_output_tokens: int = Field(default=400, ge=16, le=16_384)
     prompt_version: str = "1"
 
     # --- API
@@ -93,16 +122,34 @@ class Settings(BaseSettings):
     api_port: int = 8080
     api_token_secret: SecretStr = SecretStr("dev-only-change-me")
     api_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)  # how long a job's token lets its holder read it
-    api_admin_token: SecretStr | None = None  # enables DELETE /api/v1/waste/admin/cache/... for operators
+    api_admin_token: SecretStr | None = None  # enables the admin endpoints; empty or unset: they answer 404
     api_public_s3_url: str | None = None  # the S3 URL browsers upload to, if it differs from s3_endpoint_url
     upload_max_bytes: int = Field(default=15 * 1024 * 1024, ge=1)
     upload_url_expires_seconds: int = Field(default=900, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     results_retention_seconds: int = Field(default=3600, ge=1)
+    # Exact Content-Types a pre-signed upload may carry (the S3 server enforces the one pinned per job).
+    upload_content_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp"]
+    )
+    # Who a client is, for rate limits and the socket cap: 0 = the peer address; N = the address N hops from
+    # the right of X-Forwarded-For (N trusted proxies in front of the API each append one).
+    api_trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # Per client and window, shared by every API instance through Redis; 0 switches a limit off.
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_analyze: int = Field(default=30, ge=0)
+    rate_limit_upload_complete: int = Field(default=60, ge=0)
+    # WebSocket limits (per API instance).
+    ws_max_sockets_per_client: int = Field(default=20, ge=1)
+    ws_outbox_max_messages: int = Field(default=256, ge=1)
+    ws_auth_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    ws_send_timeout_seconds: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "upload_content_types", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         # Accept "a,b" from the environment as well as a JSON list.
@@ -111,6 +158,24 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("upload_key_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"UPLOAD_KEY_PATTERN is not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("api_admin_token", mode="before")
+    @classmethod
+    def _empty_admin_token_is_none(cls, value: Any) -> Any:
+        # An empty token must switch the admin endpoints off, never accept an empty Authorization header.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
 
     @field_validator("cdn_base_url")
     @classmethod
@@ -128,6 +193,32 @@ class Settings(BaseSettings):
         from models.classification import TAXONOMY_VERSION
 
         return f"{self.vision_model}|p{self.prompt_version}|t{TAXONOMY_VERSION}"
+
+
+MIN_SECRET_LENGTH = 32
+KNOWN_DEFAULT_SECRETS = frozenset({"dev-only-change-me", "change-me", "changeme", "secret", "test-secret"})
+
+
+class InsecureSettingsError(ValueError):
+    """Raised at start-up when production settings carry a default, empty or short secret."""
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse production settings whose secrets anyone could guess. Development mode accepts anything."""
+    if settings.app_env == "development":
+        return
+    problems = []
+    token_secret = settings.api_token_secret.get_secret_value()
+    if token_secret.strip() in KNOWN_DEFAULT_SECRETS or len(token_secret.strip()) < MIN_SECRET_LENGTH:
+        problems.append(f"API_TOKEN_SECRET is a default, empty or shorter than {MIN_SECRET_LENGTH} characters")
+    if settings.api_admin_token is not None and len(settings.api_admin_token.get_secret_value()) < MIN_SECRET_LENGTH:
+        problems.append(f"API_ADMIN_TOKEN is shorter than {MIN_SECRET_LENGTH} characters (leave it empty to disable)")
+    if problems:
+        raise InsecureSettingsError(
+            "refusing to start: " + "; ".join(problems)
+            + ". Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, "
+            "or set APP_ENV=development on a developer machine."
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

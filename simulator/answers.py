@@ -6,20 +6,10 @@ different images spread over every category, so downstream code sees the whole t
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 from dataclasses import dataclass
 
 from models.classification import WasteCategory, WasteClassification
-
-# The image types the real endpoint accepts inline.
-ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/gif", "image/webp"})
-
-
-class InvalidImageError(ValueError):
-    """The image reference is not something the real endpoint would accept (answered as a 400)."""
 
 
 @dataclass(frozen=True)
@@ -105,30 +95,6 @@ _CATEGORIES: tuple[WasteCategory, ...] = tuple(WasteCategory)
 
 MIN_CONFIDENCE = 0.6
 MAX_CONFIDENCE = 0.99
-
-
-def image_digest(url: str) -> str:
-    """sha256 hex of the image: of the decoded bytes for a data URL, of the URL string for http(s).
-
-    Raises :class:`InvalidImageError` for anything the real endpoint would reject.
-    """
-    if url.startswith(("http://", "https://")):
-        return hashlib.sha256(url.encode()).hexdigest()
-    if not url.startswith("data:"):
-        raise InvalidImageError("Invalid image URL: expected an http(s) URL or a base64 data URL.")
-    header, sep, payload = url.partition(",")
-    media_type, _, encoding = header[len("data:") :].partition(";")
-    if not sep or encoding != "base64":
-        raise InvalidImageError("Invalid image data URL: expected 'data:image/<type>;base64,<data>'.")
-    if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
-        raise InvalidImageError(f"Invalid image media type {media_type!r}: use jpeg, png, gif or webp.")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidImageError("Invalid base64 image data.") from exc
-    if not data:
-        raise InvalidImageError("The image data is empty.")
-    return hashlib.sha256(data).hexdigest()
 
 
 def classify(digest: str) -> WasteClassification:

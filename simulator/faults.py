@@ -26,10 +26,14 @@ class Fault(StrEnum):
     SERVER_ERROR = "500"
     HANG = "hang"
     MALFORMED = "malformed"
+    OVERLOADED = "503"  # "The engine is currently overloaded, please try again later."
+    REFUSAL = "refusal"  # the model declines: message.refusal set, content null
+    TRUNCATED = "truncated"  # the answer is cut short: finish_reason "length"
 
 
 # Every fault except OK, in the order the cumulative rate roll walks them.
-INJECTED_FAULTS: tuple[Fault, ...] = (Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.HANG, Fault.MALFORMED)
+INJECTED_FAULTS: tuple[Fault, ...] = (Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.HANG, Fault.MALFORMED,
+                                      Fault.OVERLOADED, Fault.REFUSAL, Fault.TRUNCATED)
 
 
 class FaultRates(BaseModel):
@@ -41,6 +45,9 @@ class FaultRates(BaseModel):
     server_error: float = Field(default=0.0, ge=0.0, le=1.0, alias="500")
     hang: float = Field(default=0.0, ge=0.0, le=1.0)
     malformed: float = Field(default=0.0, ge=0.0, le=1.0)
+    overloaded: float = Field(default=0.0, ge=0.0, le=1.0, alias="503")
+    refusal: float = Field(default=0.0, ge=0.0, le=1.0)
+    truncated: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _total_at_most_one(self) -> FaultRates:
@@ -55,13 +62,25 @@ class FaultRates(BaseModel):
             Fault.SERVER_ERROR: self.server_error,
             Fault.HANG: self.hang,
             Fault.MALFORMED: self.malformed,
+            Fault.OVERLOADED: self.overloaded,
+            Fault.REFUSAL: self.refusal,
+            Fault.TRUNCATED: self.truncated,
         }
+
+
+class SimMode(StrEnum):
+    STRICT = "strict"  # refuses what OpenAI's endpoint refuses (simulator/protocol.py)
+    COMPAT = "compat"  # a plain OpenAI-compatible server: no strict schema subset, any model id or parameter
 
 
 class SimConfig(BaseModel):
     """The tunable behaviour. Immutable: an update builds a new one, so a request sees one consistent config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: SimMode = SimMode.STRICT
+    # Empty: any non-empty bearer key is accepted. Set: only this one (401 invalid_api_key otherwise).
+    api_key: str = ""
 
     latency_ms: int = Field(default=DEFAULT_LATENCY_MS, ge=0)
     jitter_ms: int = Field(default=DEFAULT_JITTER_MS, ge=0)
@@ -79,6 +98,7 @@ class ConfigUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: SimMode | None = None
     latency_ms: int | None = Field(default=None, ge=0)
     jitter_ms: int | None = Field(default=None, ge=0)
     # Partial: only the faults named here change, the others keep their current rate.
@@ -119,6 +139,8 @@ def latency_seconds(config: SimConfig, roll: float) -> float:
 
 # Environment variable -> config field. Rates are nested, hence the tuple paths.
 ENV_VARS: dict[str, tuple[str, ...]] = {
+    "SIM_MODE": ("mode",),
+    "SIM_API_KEY": ("api_key",),
     "SIM_LATENCY_MS": ("latency_ms",),
     "SIM_LATENCY_JITTER_MS": ("jitter_ms",),
     "SIM_RETRY_AFTER_S": ("retry_after_s",),
@@ -128,6 +150,9 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "SIM_RATE_500": ("rates", "500"),
     "SIM_RATE_HANG": ("rates", "hang"),
     "SIM_RATE_MALFORMED": ("rates", "malformed"),
+    "SIM_RATE_503": ("rates", "503"),
+    "SIM_RATE_REFUSAL": ("rates", "refusal"),
+    "SIM_RATE_TRUNCATED": ("rates", "truncated"),
 }
 
 

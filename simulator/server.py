@@ -6,6 +6,7 @@ All mutable state lives in one :class:`SimState` per application, so every test 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -25,15 +27,21 @@ from simulator.faults import (
     ConfigUpdate,
     Fault,
     SimConfig,
+    SimMode,
     apply_update,
     latency_seconds,
     pick_fault,
 )
 from simulator.protocol import (
+    MAX_IMAGE_PAYLOAD_BYTES,
     ChatRequest,
+    ImageRef,
     RequestError,
     chat_completion,
+    check_context,
     error_body,
+    image_tokens,
+    inspect_image,
     model_list,
     parse_chat_request,
 )
@@ -42,6 +50,11 @@ log = logging.getLogger("simulator")
 
 # Data-URL images are inline in the body; aiohttp's 1 MiB default would reject ordinary photos.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 10.0  # an image URL the "model" must fetch
+# What the x-ratelimit-* headers announce (a tier-5 account's gpt-4o limits, roughly).
+RATE_LIMIT_REQUESTS = 10_000
+RATE_LIMIT_TOKENS = 30_000_000
+REFUSAL_TEXT = "I'm sorry, I can't help with that request."
 
 
 @dataclass
@@ -53,6 +66,8 @@ class Stats:
     images: set[str] = field(default_factory=set)  # digests of classified (first) images
     in_flight: int = 0
     max_in_flight: int = 0
+    image_tokens: int = 0  # prompt tokens spent on images, by OpenAI's rules for the detail sent
+    last_rejection: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +79,8 @@ class Stats:
             "distinct_images": len(self.images),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "image_tokens": self.image_tokens,
+            "last_rejection": self.last_rejection,
         }
 
 
@@ -93,7 +110,9 @@ class SimState:
         return pick_fault(self.config.rates, self.rng.random())
 
     def config_json(self) -> dict[str, Any]:
-        return {**self.config.to_json(), "script": [str(f) for f in self.script]}
+        shown = self.config.to_json()
+        shown["api_key"] = "set" if shown["api_key"] else ""
+        return {**shown, "script": [str(f) for f in self.script]}
 
     @contextmanager
     def tracking_in_flight(self) -> Iterator[None]:
@@ -107,6 +126,7 @@ class SimState:
 
 
 STATE = web.AppKey("simulator_state", SimState)
+HTTP = web.AppKey("simulator_http", aiohttp.ClientSession)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -144,27 +164,52 @@ def _bearer_token(request: web.Request) -> str | None:
     return token.strip() or None
 
 
-def _unauthorized() -> web.Response:
-    return openai_error(
-        401,
-        "Missing or empty bearer API key (the simulator accepts any non-empty key).",
-        "invalid_request_error",
-        code="invalid_api_key",
-    )
+def _auth_error(request: web.Request, config: SimConfig) -> web.Response | None:
+    """[ERR] 401 without a key, or with one other than ``SIM_API_KEY`` when that is set."""
+    token = _bearer_token(request)
+    if token is None:
+        return openai_error(401, "You didn't provide an API key. You need to provide your API key in an "
+                                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                            "invalid_request_error", code="invalid_api_key")
+    if config.api_key and not hmac.compare_digest(token.encode(), config.api_key.encode()):
+        shown = token[:3] + "****" + token[-4:] if len(token) > 8 else "****"
+        return openai_error(401, f"Incorrect API key provided: {shown}.", "invalid_request_error",
+                            code="invalid_api_key")
+    return None
+
+
+def _rate_limit_headers(response: web.StreamResponse, config: SimConfig, used: int) -> None:
+    # [ERR] "Rate limits": every answer carries the account's limits and what is left of them.
+    reset = f"{max(config.retry_after_s, 0.001):g}s"
+    remaining = max(0, RATE_LIMIT_REQUESTS - used)
+    response.headers.update({
+        "x-ratelimit-limit-requests": str(RATE_LIMIT_REQUESTS),
+        "x-ratelimit-remaining-requests": str(remaining),
+        "x-ratelimit-reset-requests": reset,
+        "x-ratelimit-limit-tokens": str(RATE_LIMIT_TOKENS),
+        "x-ratelimit-remaining-tokens": str(remaining * (RATE_LIMIT_TOKENS // RATE_LIMIT_REQUESTS)),
+        "x-ratelimit-reset-tokens": reset,
+    })
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.stats.calls += 1
+    config = state.config  # one consistent config for the whole request, even if updated meanwhile
     with state.tracking_in_flight():
-        if _bearer_token(request) is None:
+        if (refused := _auth_error(request, config)) is not None:
             state.stats.rejected += 1
-            return _unauthorized()
+            return refused
         try:
-            chat = parse_chat_request(json.loads(await request.read()))
+            chat = parse_chat_request(json.loads(await request.read()), strict=config.mode is SimMode.STRICT)
+            chat.image_infos = [inspect_image(await _image_bytes(request.app, ref), ref.detail)
+                                for ref in chat.images]
+            check_context(chat)
         except RequestError as exc:
             state.stats.rejected += 1
-            return openai_error(400, exc.message, "invalid_request_error", param=exc.param)
+            state.stats.last_rejection = exc.message
+            log.info("rejected (HTTP %s, param %s): %s", exc.status, exc.param, exc.message)
+            return openai_error(exc.status, exc.message, exc.error_type, param=exc.param, code=exc.code)
         except ValueError:  # JSONDecodeError, UnicodeDecodeError
             state.stats.rejected += 1
             return openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
@@ -172,16 +217,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             state.stats.rejected += 1
             return openai_error(413, exc.text or "Request body too large.", "invalid_request_error")
 
-        config = state.config  # one consistent config for the whole request, even if updated meanwhile
-        digest = chat.image_digests[0]
+        digest = chat.image_infos[0].digest
         state.stats.images.add(digest)
+        state.stats.image_tokens += sum(image_tokens(info, chat.spec) for info in chat.image_infos)
         fault = state.next_fault()
         if fault is Fault.OK:
             state.stats.ok += 1
         else:
             state.stats.faults[fault] += 1
             log.info("injecting fault %s", fault)
-        return await _answer(state, config, chat, digest, fault)
+        response = await _answer(state, config, chat, digest, fault)
+        _rate_limit_headers(response, config, state.stats.calls)
+        return response
+
+
+async def _image_bytes(app: web.Application, ref: ImageRef) -> bytes:
+    """One part's image: inline, or downloaded as the real endpoint does (bounded in time and size)."""
+    if ref.data is not None:
+        return ref.data
+    assert ref.url is not None
+    where = f"{ref.where}.image_url.url"
+    try:
+        async with app[HTTP].get(ref.url, timeout=aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)) as response:
+            if response.status != 200:
+                raise RequestError(f"Error while downloading {ref.url}.", where, "invalid_image_url")
+            data = await response.content.read(MAX_IMAGE_PAYLOAD_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError):
+        raise RequestError(f"Timeout while downloading {ref.url}.", where, "invalid_image_url") from None
+    if len(data) > MAX_IMAGE_PAYLOAD_BYTES:
+        raise RequestError(f"The image at {ref.url} is too large.", where, "invalid_image_url")
+    return data
 
 
 async def _answer(
@@ -192,21 +257,26 @@ async def _answer(
         return _rate_limited(config.retry_after_s)
     if fault is Fault.HANG:
         return await _hang(state, config.hang_s)
+    if fault is Fault.OVERLOADED:
+        return openai_error(503, "The engine is currently overloaded, please try again later.", "server_error")
 
     await asyncio.sleep(latency_seconds(config, state.rng.random()))
     if fault is Fault.SERVER_ERROR:
         return openai_error(500, "The simulator injected a server error.", "server_error")
+    created = int(time.time())
+    if fault is Fault.REFUSAL:
+        return web.json_response(chat_completion(chat, None, created, refusal=REFUSAL_TEXT))
     if fault is Fault.MALFORMED:
         content = malformed_content(state.malformed_count, digest)
         state.malformed_count += 1
     else:
         content = classify(digest).model_dump_json()
-    return web.json_response(chat_completion(chat, content, created=int(time.time())))
+    return web.json_response(chat_completion(chat, content, created, truncate=fault is Fault.TRUNCATED))
 
 
 def _rate_limited(retry_after_s: float) -> web.Response:
     response = openai_error(
-        429, "Rate limit reached (injected by the simulator).", "rate_limit_error", code="rate_limit_exceeded"
+        429, "Rate limit reached (injected by the simulator).", "requests", code="rate_limit_exceeded"
     )
     # Seconds per the brief; the openai client prefers the millisecond header when both are present.
     response.headers["Retry-After"] = f"{retry_after_s:g}"
@@ -223,9 +293,15 @@ async def _hang(state: SimState, hang_s: float) -> web.Response:
         return openai_error(504, "The simulator hung this request on purpose.", "server_error")
 
 
+async def _http_session(app: web.Application):  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
 async def list_models(request: web.Request) -> web.Response:
-    if _bearer_token(request) is None:
-        return _unauthorized()
+    if (refused := _auth_error(request, request.app[STATE].config)) is not None:
+        return refused
     return web.json_response(model_list(created=int(time.time())))
 
 
@@ -274,6 +350,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app[STATE] = SimState(config or SimConfig())
     app.on_response_prepare.append(_label_response)
     app.on_shutdown.append(_release_hung)
+    app.cleanup_ctx.append(_http_session)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/_sim/config", get_config)

@@ -14,7 +14,7 @@ import faust
 from mode import Service
 
 from models.settings import Settings, load_settings
-from streams import faust_fixes, resources
+from streams import faust_fixes, resources, vision
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ app = faust.App(
 @app.on_configured.connect  # type: ignore[arg-type]
 def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     s = settings()
+    # Refuse to start rather than fail every cache miss with the endpoint's 400 (streams/vision.py).
+    vision.check_request_contract()
     conf.id = s.app_id
     conf.broker = s.kafka_broker_url
     conf.topic_partitions = s.topic_partitions

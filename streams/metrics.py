@@ -11,6 +11,11 @@ results_suppressed_total = Counter(
 results_total = Counter("waste_results_total", "Terminal results published", ["status", "source"])
 failures_total = Counter("waste_failures_total", "Failed jobs, by error code", ["code"])
 model_calls_total = Counter("waste_model_calls_total", "Paid vision-model calls, by outcome", ["outcome"])
+model_request_rejected_total = Counter(
+    "waste_model_request_rejected_total", "Vision requests the endpoint refused as invalid (4xx), by status",
+    ["status"])
+model_refusals_total = Counter("waste_model_refusals_total", "Answers in which the model declined the photo")
+model_tokens_total = Counter("waste_model_tokens_total", "Tokens the vision endpoint billed, by kind", ["kind"])
 model_latency_seconds = Histogram(
     "waste_model_latency_seconds", "Vision-model latency including retries",
     buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 30, 60),

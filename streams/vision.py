@@ -13,15 +13,18 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 from pydantic import ValidationError
 
+from models import strict_schema
 from models.classification import WasteCategory, WasteClassification, classification_json_schema
 from models.errors import ErrorCode, PipelineError
 from models.records import AnsweredBy
 from models.settings import Settings
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,29 @@ SYSTEM_PROMPT = (
     "(rinse, remove labels or caps, flatten, separate parts), whether it is recyclable, and your confidence "
     "from 0 to 1. Answer only with JSON matching the schema."
 )
+
+
+SCHEMA_NAME = "waste_classification"
+
+
+class RequestContractError(RuntimeError):
+    """The request this worker would send is one the real endpoint refuses: the worker must not start."""
+
+
+def check_request_contract() -> dict[str, object]:
+    """The ``response_format`` the worker sends, checked against OpenAI's strict subset (models/strict_schema.py).
+
+    Raises :class:`RequestContractError` naming every violation: a schema the endpoint refuses would fail every
+    miss with a 400 while the cache kept answering the hits, so it is caught before the first event instead.
+    """
+    schema = classification_json_schema()
+    found = strict_schema.violations(schema)
+    if not strict_schema.SCHEMA_NAME.match(SCHEMA_NAME):
+        found.append(strict_schema.Violation((), f"schema name {SCHEMA_NAME!r} is not allowed."))
+    if found:
+        raise RequestContractError("the vision request's schema is outside OpenAI's strict subset: "
+                                   + "; ".join(strict_schema.iter_contexts(found)))
+    return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": schema}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +81,7 @@ class VisionClient:
             max_retries=0,
         )
         self._slots = asyncio.Semaphore(settings.vision_concurrency)
-        self._schema = classification_json_schema()
+        self._response_format = check_request_contract()
 
     async def close(self) -> None:
         await self._client.close()
@@ -83,26 +109,29 @@ class VisionClient:
         assert last_error is not None
         raise last_error
 
+    def request_body(self, image_url: str) -> dict[str, Any]:
+        """The Chat Completions body of one call (also what ``python -m tools.model_check`` sends)."""
+        return {
+            "model": self._settings.vision_model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Classify this waste item."},
+                        {"type": "image_url",
+                         "image_url": {"url": image_url, "detail": self._settings.vision_image_detail}},
+                    ],
+                },
+            ],
+            "response_format": self._response_format,
+            "max_completion_tokens": self._settings.vision_max_output_tokens,
+            "temperature": 0,
+        }
+
     async def _call_once(self, image_url: str) -> tuple[WasteClassification, AnsweredBy]:
         try:
-            completion = await self._client.chat.completions.create(
-                model=self._settings.vision_model,
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "text", "text": "Classify this waste item."},
-                            {"type": "image_url", "image_url": {"url": image_url, "detail": "low"}},
-                        ],
-                    },
-                ],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": "waste_classification", "strict": True, "schema": self._schema},
-                },
-                temperature=0,
-            )
+            completion = await self._client.chat.completions.create(**self.request_body(image_url))
         except openai.APITimeoutError as exc:
             raise _Retryable(ErrorCode.MODEL_TIMEOUT, "the vision model did not answer in time") from exc
         except openai.APIConnectionError as exc:
@@ -114,12 +143,20 @@ class VisionClient:
                     f"vision model answered HTTP {exc.status_code}",
                     retry_after=_retry_after_seconds(exc.response.headers.get("retry-after")),
                 ) from exc
-            # 400/401/403/404: retrying will not help, and each attempt may cost money.
-            raise PipelineError(ErrorCode.MODEL_UNAVAILABLE, f"vision model refused: HTTP {exc.status_code}") from exc
-        content = completion.choices[0].message.content if completion.choices else None
+            raise _refused(exc) from exc
+        choice = completion.choices[0] if completion.choices else None
         fingerprint = getattr(completion, "system_fingerprint", None)
         answered_by = AnsweredBy(model=completion.model or self._settings.vision_model,
                                  system_fingerprint=fingerprint, simulated=fingerprint == SIMULATOR_FINGERPRINT)
+        _record_usage(completion)
+        if choice is not None and choice.message.refusal:
+            # The model declined this photo; asking again at temperature 0 gets the same answer, and pays again.
+            metrics.model_refusals_total.inc()
+            raise PipelineError(ErrorCode.MODEL_REFUSED, "the vision model declined to classify this photo")
+        if choice is not None and choice.finish_reason == "length":
+            # Cut short at VISION_MAX_OUTPUT_TOKENS: a fluke for an answer this small, so it is retried.
+            raise _Retryable(ErrorCode.MODEL_OUTPUT_INVALID, "the model's answer was cut short (finish_reason length)")
+        content = choice.message.content if choice is not None else None
         try:
             return WasteClassification.model_validate(json.loads(content or "")), answered_by
         except (json.JSONDecodeError, ValidationError, TypeError) as exc:
@@ -139,6 +176,29 @@ class _Retryable(Exception):
         super().__init__(message)
         self.error = PipelineError(code, message)
         self.retry_after = retry_after
+
+
+def _refused(exc: openai.APIStatusError) -> PipelineError:
+    """A 4xx other than 429: the same request would be refused again, and each attempt may cost money."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    param, code = body.get("param"), body.get("code")
+    metrics.model_request_rejected_total.labels(status=str(exc.status_code)).inc()
+    if exc.status_code in (401, 403):
+        log.error("VISION ENDPOINT REFUSED OUR CREDENTIALS: HTTP %s code=%s; check OPENAI_API_KEY and "
+                  "OPENAI_BASE_URL", exc.status_code, code)
+        return PipelineError(ErrorCode.MODEL_UNAVAILABLE, f"vision model refused: HTTP {exc.status_code}")
+    # Loud: every miss fails the same way until the request (schema, model id, image) is fixed.
+    log.error("VISION ENDPOINT REJECTED OUR REQUEST: HTTP %s param=%s code=%s: %s",
+              exc.status_code, param, code, str(body.get("message", ""))[:500])
+    return PipelineError(ErrorCode.MODEL_REQUEST_REJECTED,
+                         f"the vision model rejected the request (HTTP {exc.status_code}, code {code})")
+
+
+def _record_usage(completion: object) -> None:
+    usage = getattr(completion, "usage", None)
+    if usage is not None:
+        metrics.model_tokens_total.labels(kind="prompt").inc(usage.prompt_tokens or 0)
+        metrics.model_tokens_total.labels(kind="completion").inc(usage.completion_tokens or 0)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

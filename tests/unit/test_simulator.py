@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,8 +14,10 @@ from typing import Any
 import openai
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openai import AsyncOpenAI
+from PIL import Image
 from pydantic import ValidationError
 
 from models.classification import WasteCategory, WasteClassification, classification_json_schema
@@ -37,8 +40,18 @@ RESPONSE_FORMAT: dict[str, Any] = {
 }
 
 
-def data_url(payload: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(payload).decode()
+def photo(tag: bytes, size: tuple[int, int] = (32, 24), fmt: str = "JPEG") -> bytes:
+    """A real little image, different for every tag (the simulator, like the real endpoint, refuses non-images)."""
+    seed = hashlib.sha256(tag).digest()
+    image = Image.new("RGB", size, tuple(seed[:3]))
+    image.putpixel((0, 0), tuple(seed[3:6]))
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def data_url(tag: bytes, media_type: str = "image/jpeg") -> str:
+    return f"data:{media_type};base64," + base64.b64encode(photo(tag)).decode()
 
 
 def image_messages(url: str) -> list[dict[str, Any]]:
@@ -103,7 +116,7 @@ async def wait_until_in_flight(control: TestClient, expected: int) -> None:
 async def test_valid_classification_from_data_url(client: AsyncOpenAI) -> None:
     raw = await client.chat.completions.with_raw_response.create(
         model="gpt-4o-2024-08-06",
-        messages=image_messages(data_url(b"\xff\xd8\xffphoto-1")),  # type: ignore[arg-type]
+        messages=image_messages(data_url(b"photo-1")),  # type: ignore[arg-type]
         response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
     )
     assert raw.headers["x-simulator"] == "true"
@@ -120,22 +133,33 @@ async def test_valid_classification_from_data_url(client: AsyncOpenAI) -> None:
 
 
 async def test_same_image_same_answer_and_images_spread_over_categories(client: AsyncOpenAI) -> None:
-    payload = b"\xff\xd8\xffsame-photo"
+    payload = b"same-photo"
     first, second = [await complete(client, data_url(payload)) for _ in range(2)]
     assert first.choices[0].message.content == second.choices[0].message.content
     # The answer is a function of the decoded bytes, not of the request.
-    expected = classify(hashlib.sha256(payload).hexdigest())
+    expected = classify(hashlib.sha256(photo(payload)).hexdigest())
     assert WasteClassification.model_validate_json(first.choices[0].message.content) == expected
 
     categories = {classify(hashlib.sha256(str(i).encode()).hexdigest()).category for i in range(400)}
     assert categories == set(WasteCategory)
 
 
-async def test_http_image_url_is_classified_from_the_url(client: AsyncOpenAI) -> None:
-    url = "https://cdn.example.test/waste-images/abc.jpg"
-    completion = await complete(client, url)
-    expected = classify(hashlib.sha256(url.encode()).hexdigest())
+async def test_http_image_url_is_downloaded_and_classified_by_its_bytes(
+    client: AsyncOpenAI, aiohttp_server: Any
+) -> None:
+    image = photo(b"from-the-cdn")
+    app = web.Application()
+    app.router.add_get("/abc.jpg", lambda _: web.Response(body=image, content_type="image/jpeg"))
+    app.router.add_get("/page.html", lambda _: web.Response(text="<html></html>", content_type="text/html"))
+    origin = await aiohttp_server(app)
+    completion = await complete(client, str(origin.make_url("/abc.jpg")))
+    expected = classify(hashlib.sha256(image).hexdigest())  # the same answer as for the same bytes inline
     assert WasteClassification.model_validate_json(completion.choices[0].message.content or "") == expected
+    for url, code in ((origin.make_url("/missing.jpg"), "invalid_image_url"),
+                      (origin.make_url("/page.html"), "invalid_image_format")):
+        with pytest.raises(openai.BadRequestError) as err:
+            await complete(client, str(url))
+        assert isinstance(err.value.body, dict) and err.value.body["code"] == code
 
 
 async def test_models_and_health(client: AsyncOpenAI, control: TestClient) -> None:
@@ -195,7 +219,8 @@ async def test_scripted_429_carries_retry_after(client: AsyncOpenAI, control: Te
             await complete(client, data_url(b"x"))
         assert err.value.response.headers["retry-after"] == "2"
         assert err.value.response.headers["x-simulator"] == "true"
-        assert isinstance(err.value.body, dict) and err.value.body["type"] == "rate_limit_error"
+        assert isinstance(err.value.body, dict) and err.value.body["code"] == "rate_limit_exceeded"
+        assert int(err.value.response.headers["x-ratelimit-limit-requests"]) > 0
     await complete(client, data_url(b"x"))  # the script is used up: back to normal
     assert (await stats(control))["faults"]["429"] == 2
 
@@ -271,10 +296,12 @@ async def test_stats_count_every_call(client: AsyncOpenAI, control: TestClient) 
         "calls": 6,
         "ok": 1,
         "rejected": 2,
-        "faults": {"429": 1, "500": 1, "hang": 0, "malformed": 1},
+        "faults": {"429": 1, "500": 1, "hang": 0, "malformed": 1, "503": 0, "refusal": 0, "truncated": 0},
         "distinct_images": 3,
         "in_flight": 0,
         "max_in_flight": 1,
+        "image_tokens": 4 * 85,  # detail "low": the base cost per image, for the four calls that got through
+        "last_rejection": "No image found: the simulator classifies photos, send an 'image_url' content part.",
     }
 
 
