@@ -1,7 +1,10 @@
-"""Operator endpoints: stop serving one cached classification (a wrong answer, a changed rule).
+"""Operator endpoints: stop serving one cached classification (a wrong answer, a changed rule), and the
+admin view of a result with its provenance (the pHash, the job whose model call was reused).
 
-``DELETE /api/v1/admin/cache/{phash}`` or ``DELETE /api/v1/admin/cache?job_id=...``, with
-``Authorization: Bearer <API_ADMIN_TOKEN>``. Disabled (404) unless ``API_ADMIN_TOKEN`` is set.
+``DELETE /api/v1/waste/admin/cache/{phash}``, ``DELETE /api/v1/waste/admin/cache?job_id=...`` and
+``GET /api/v1/waste/admin/results/{job_id}``, with ``Authorization: Bearer <API_ADMIN_TOKEN>`` (the header
+only: a token in a query string ends up in proxy logs and browser history). Disabled (404) unless
+``API_ADMIN_TOKEN`` is set to a non-empty value.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from redis.asyncio import Redis
 
 from api.context import BACKENDS, SETTINGS
 from api.errors import ApiError
-from api.handlers import request_token
+from api.handlers import JOB_ID_RE, WWW_AUTHENTICATE
 from streams.invalidation import invalidate
 
 log = logging.getLogger("api.admin")
@@ -33,14 +36,37 @@ class RedisCacheAdmin:
         return await invalidate(self._redis, phash=phash, job_id=job_id)
 
 
-async def invalidate_cached_result(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    admin = request.app[BACKENDS].cache_admin
-    if settings.api_admin_token is None or admin is None:
+def require_operator(request: web.Request) -> None:
+    """404 when the admin endpoints are off; 401 without a bearer header; 403 with a wrong one."""
+    expected = request.app[SETTINGS].api_admin_token
+    if expected is None or not expected.get_secret_value():
         raise ApiError(404, "NOT_FOUND", "operator endpoints are disabled (set API_ADMIN_TOKEN)")
-    token = request_token(request) or ""
-    if not hmac.compare_digest(token.encode(), settings.api_admin_token.get_secret_value().encode()):
-        raise ApiError(403, "TOKEN_INVALID", "an operator token is required")
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not token:
+        raise ApiError(401, "TOKEN_MISSING", "an operator token is required (Authorization: Bearer <token>)",
+                       headers=WWW_AUTHENTICATE)
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise ApiError(403, "TOKEN_INVALID", "the operator token is not valid")
+
+
+async def full_result(request: web.Request) -> web.Response:
+    """The result as the pipeline wrote it, provenance included (operators only)."""
+    require_operator(request)
+    job_id = request.match_info["job_id"]
+    if not JOB_ID_RE.match(job_id):
+        raise ApiError(404, "JOB_NOT_FOUND", "no such job")
+    result = await request.app[BACKENDS].store.get_result(job_id)
+    if result is None:
+        raise ApiError(404, "JOB_NOT_FOUND", "no result for that job (or it expired)")
+    return web.json_response(result.model_dump(mode="json"))
+
+
+async def invalidate_cached_result(request: web.Request) -> web.Response:
+    admin = request.app[BACKENDS].cache_admin
+    require_operator(request)
+    if admin is None:
+        raise ApiError(404, "NOT_FOUND", "operator endpoints are disabled (set API_ADMIN_TOKEN)")
     phash = request.match_info.get("phash")
     job_id = request.query.get("job_id")
     try:

@@ -13,14 +13,15 @@ from redis.exceptions import RedisError
 
 from api import admin, handlers, ws
 from api.backends import connect
-from api.context import BACKENDS, BACKGROUND, HUB, METRICS, SETTINGS, Backends, Background
+from api.context import BACKENDS, BACKGROUND, HUB, LIMITER, METRICS, SETTINGS, Backends, Background
 from api.cors import cors_middleware
 from api.errors import error_middleware
 from api.hub import Hub
+from api.limits import MemoryRateLimiter
 from api.metrics import Metrics, metrics_middleware
 from api.openapi import openapi_document
 from models.records import AnalysisResult
-from models.settings import Settings
+from models.settings import Settings, check_secrets
 
 log = logging.getLogger("api.app")
 
@@ -35,7 +36,11 @@ SHUTDOWN_CLOSE_S = 5.0
 
 
 def create_app(settings: Settings, *, backends: BackendsFactory = connect) -> web.Application:
-    """Build the API. ``backends`` builds the outside services; tests pass one that yields fakes."""
+    """Build the API. ``backends`` builds the outside services; tests pass one that yields fakes.
+
+    Raises ``InsecureSettingsError`` outside development mode when a secret is a default, empty or short.
+    """
+    check_secrets(settings)
     metrics = Metrics()
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
@@ -48,6 +53,7 @@ def create_app(settings: Settings, *, backends: BackendsFactory = connect) -> we
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HUB] = Hub()
+    app[LIMITER] = MemoryRateLimiter()
     app[BACKGROUND] = Background()
     app.cleanup_ctx.append(_backends_ctx(backends))
     app.cleanup_ctx.append(_background_ctx)
@@ -57,7 +63,7 @@ def create_app(settings: Settings, *, backends: BackendsFactory = connect) -> we
 
 
 def _add_routes(app: web.Application) -> None:
-    document = openapi_document()
+    document = openapi_document(app[SETTINGS])
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(document)
@@ -71,6 +77,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/waste/ws", ws.websocket)
     app.router.add_delete("/api/v1/waste/admin/cache/{phash}", admin.invalidate_cached_result)
     app.router.add_delete("/api/v1/waste/admin/cache", admin.invalidate_cached_result)
+    app.router.add_get("/api/v1/waste/admin/results/{job_id}", admin.full_result)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/metrics", handlers.metrics)

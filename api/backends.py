@@ -13,6 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from api.admin import RedisCacheAdmin
 from api.context import Backends
+from api.limits import RedisRateLimiter
 from api.publisher import KafkaUploadPublisher
 from api.results import KafkaResultsSource
 from api.store import RedisJobStore
@@ -84,4 +85,5 @@ async def connect(settings: Settings) -> AsyncIterator[Backends]:
             ),
             results=KafkaResultsSource(settings.kafka_bootstrap_servers, settings.results_retention_seconds),
             cache_admin=RedisCacheAdmin(redis),
+            ratelimit=RedisRateLimiter(redis),
         )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from api.hub import Hub
+from api.limits import RateLimiter
 from api.metrics import Metrics
 from api.publisher import UploadPublisher
 from api.results import ResultsSource
@@ -29,6 +30,7 @@ class Backends:
     storage: UploadStorage
     results: ResultsSource
     cache_admin: CacheAdmin | None = None  # operator invalidation; None disables the endpoint
+    ratelimit: RateLimiter | None = None  # shared (Redis) rate limits; None: this process's own counters
 
 
 @dataclass
@@ -45,3 +47,4 @@ BACKENDS = web.AppKey("backends", Backends)
 BACKGROUND = web.AppKey("background", Background)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", RateLimiter)  # fallback when the backends bring no shared limiter

@@ -23,11 +23,12 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """An expected failure with a stable code; the middleware turns it into a JSON response."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def error_middleware(unavailable: tuple[type[Exception], ...] = ()) -> Middlewar
         try:
             return await handler(request)
         except ApiError as exc:
-            return json_error(exc.status, exc.code, exc.message)
+            return json_error(exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

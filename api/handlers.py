@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from api.context import BACKENDS, BACKGROUND, METRICS, SETTINGS
+from api import limits
+from api.context import BACKENDS, BACKGROUND, LIMITER, METRICS, SETTINGS
 from api.errors import ApiError, error_body
+from api.privacy import client_result
 from api.store import Job, JobState
 from api.tokens import TokenCheck, make_token, verify_token
 from api.uploads import StorageUnavailable
@@ -26,19 +28,8 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEALTH_TIMEOUT_S = 2.0
 
 
-class AnalyzeRequest(BaseModel):
-    """Optional body of analyze. A declared content type is pinned in the upload policy."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    content_type: str | None = None
-
-    @field_validator("content_type")
-    @classmethod
-    def _image_only(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("image/") or len(value) > 100):
-            raise ValueError("content_type must be an image/* type")
-        return value
+JSON_TYPES = ("application/json",)
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="waste-analysis"'}
 
 
 def request_token(request: web.Request) -> str | None:
@@ -49,11 +40,12 @@ def request_token(request: web.Request) -> str | None:
 
 
 def authorize(request: web.Request, job_id: str, token: str | None) -> None:
-    """403 unless the token was issued for this job. Checked before any lookup, so it reveals nothing."""
+    """401 without a token, 403 unless it was issued for this job. Checked before any lookup: reveals nothing."""
     if not JOB_ID_RE.match(job_id):
         raise ApiError(404, "JOB_NOT_FOUND", "no such job")
     if not token:
-        raise ApiError(403, "TOKEN_MISSING", "a job token is required (Authorization: Bearer <token>)")
+        raise ApiError(401, "TOKEN_MISSING", "a job token is required (Authorization: Bearer <token>)",
+                       headers=WWW_AUTHENTICATE)
     check = verify_token(request.app[SETTINGS].api_token_secret, job_id, token)
     if check is TokenCheck.EXPIRED:
         raise ApiError(403, "TOKEN_EXPIRED", "the token for this job has expired")
@@ -61,52 +53,85 @@ def authorize(request: web.Request, job_id: str, token: str | None) -> None:
         raise ApiError(403, "TOKEN_INVALID", "the token is not valid for this job")
 
 
-async def _read_analyze_body(request: web.Request) -> AnalyzeRequest:
-    if not request.can_read_body:
-        return AnalyzeRequest()
-    raw = await request.read()  # bounded by client_max_size
+async def _rate_limit(request: web.Request, bucket: str, limit: int) -> None:
+    settings = request.app[SETTINGS]
+    await limits.enforce(request, request.app[BACKENDS].ratelimit or request.app[LIMITER], bucket, limit,
+                         settings.rate_limit_window_seconds, settings.api_trusted_proxy_hops)
+
+
+async def _read_content_type(request: web.Request) -> str:
+    """The Content-Type to pin for the upload: the body's ``content_type`` (exactly one of
+    ``UPLOAD_CONTENT_TYPES``) or, without a body, the first of them. Off-spec bodies are 400."""
+    allowed = request.app[SETTINGS].upload_content_types
+    raw = await request.read() if request.can_read_body else b""  # bounded by client_max_size
     if not raw.strip():
-        return AnalyzeRequest()
+        return allowed[0]
+    if request.content_type not in JSON_TYPES:
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
     try:
-        return AnalyzeRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ApiError(
-            400, "VALIDATION_ERROR", f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}"
-        ) from exc
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "VALIDATION_ERROR", "body: not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "VALIDATION_ERROR", "body: expected a JSON object")
+    if set(body) - {"content_type"}:
+        raise ApiError(400, "VALIDATION_ERROR", "body: only content_type is accepted")
+    if "content_type" not in body:
+        return allowed[0]
+    content_type = body["content_type"]
+    if not isinstance(content_type, str):
+        raise ApiError(400, "VALIDATION_ERROR", "content_type: expected a string")
+    if content_type not in allowed:
+        raise ApiError(400, "CONTENT_TYPE_NOT_ALLOWED", "content_type must be one of: " + ", ".join(allowed))
+    return content_type
 
 
 async def analyze(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     backends = request.app[BACKENDS]
-    body = await _read_analyze_body(request)
+    await _rate_limit(request, "analyze", settings.rate_limit_analyze)
+    content_type = await _read_content_type(request)
 
     job_id = uuid.uuid4().hex
     key = f"uploads/{job_id}"  # generated here, never taken from the client
-    upload = await backends.storage.presign(key, body.content_type)  # local signing, no network call
+    upload = await backends.storage.presign(key, content_type)  # local signing, no network call
     now = utcnow()
     token_expires = int(now.timestamp()) + settings.api_token_ttl_seconds
-    await backends.store.create_job(Job(job_id=job_id, bucket=settings.s3_bucket_name, key=key, created_at=now))
+    await backends.store.create_job(
+        Job(job_id=job_id, bucket=settings.s3_bucket_name, key=key, created_at=now, content_type=content_type)
+    )
     log.info("job %s issued, key %s", job_id, key)
     return web.json_response(
         {
             "job_id": job_id,
             "upload_url": upload.post_url,
             "upload_fields": upload.post_fields,
-            "put_url": upload.put_url,
             "image_url": f"{settings.cdn_base_url}/{key}",
             "token": make_token(settings.api_token_secret, job_id, expires_at=token_expires),
             "token_expires_at": datetime.fromtimestamp(token_expires, UTC).isoformat(),
             "expires_at": (now + timedelta(seconds=settings.upload_url_expires_seconds)).isoformat(),
             "max_bytes": settings.upload_max_bytes,
+            "content_type": content_type,
         }
     )
+
+
+async def _refuse_upload(request: web.Request, job: Job, status: int, code: str, message: str) -> NoReturn:
+    """Delete the refused object (so it is never served or processed), then answer the refusal."""
+    try:
+        await request.app[BACKENDS].storage.delete(job.key)
+    except StorageUnavailable as exc:
+        log.warning("job %s: deleting the refused object failed: %s", job.job_id, exc)
+        raise ApiError(503, "STORAGE_UNAVAILABLE", "could not remove the refused upload, try again") from exc
+    log.info("job %s: upload refused (%s), object deleted", job.job_id, code)
+    raise ApiError(status, code, message)
 
 
 async def upload_complete(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     backends = request.app[BACKENDS]
     job_id = request.match_info["job_id"]
+    await _rate_limit(request, "upload-complete", settings.rate_limit_upload_complete)
     authorize(request, job_id, request_token(request))
     job = await backends.store.get_job(job_id)
     if job is None:
@@ -122,11 +147,14 @@ async def upload_complete(request: web.Request) -> web.Response:
     if head is None:
         raise ApiError(409, "UPLOAD_MISSING", "the image has not been uploaded yet")
     if head.size > settings.upload_max_bytes:
-        raise ApiError(413, "UPLOAD_TOO_LARGE", f"the image is larger than {settings.upload_max_bytes} bytes")
+        await _refuse_upload(request, job, 413, "UPLOAD_TOO_LARGE",
+                             f"the image is larger than {settings.upload_max_bytes} bytes")
     if head.size == 0:
-        raise ApiError(409, "UPLOAD_EMPTY", "the uploaded object is empty")
-    if head.content_type is not None and not head.content_type.startswith("image/"):
-        raise ApiError(415, "UPLOAD_NOT_IMAGE", "the uploaded object is not an image/* content type")
+        await _refuse_upload(request, job, 409, "UPLOAD_EMPTY", "the uploaded object is empty")
+    wanted = job.content_type or head.content_type
+    if head.content_type not in settings.upload_content_types or head.content_type != wanted:
+        await _refuse_upload(request, job, 415, "UPLOAD_NOT_IMAGE",
+                             "the uploaded object's Content-Type is not the allowed image type of this job")
 
     if not await backends.store.claim_publish(job_id):
         return _accepted(job_id, JobState.QUEUED)  # a concurrent call (maybe on another instance) publishes
@@ -162,9 +190,7 @@ async def get_result(request: web.Request) -> web.Response:
     authorize(request, job_id, request_token(request))
     result = await backends.store.get_result(job_id)
     if result is not None:
-        return web.json_response(
-            {"job_id": job_id, "state": result.status.value, "result": result.model_dump(mode="json")}
-        )
+        return web.json_response({"job_id": job_id, "state": result.status.value, "result": client_result(result)})
     job = await backends.store.get_job(job_id)
     if job is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (or it expired)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from api.privacy import INTERNAL_CACHE_FIELDS, INTERNAL_FETCH_FIELDS
 from models.records import AnalysisResult
+from models.settings import Settings
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -28,14 +31,43 @@ _TOKEN_QUERY = {
     "schema": {"type": "string"},
 }
 _JOB_STATE = {"type": "string", "enum": ["awaiting_upload", "queued", "done", "failed"]}
+_UNAUTHORIZED = {
+    "description": "No token (`WWW-Authenticate: Bearer`)",
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_RATE_LIMITED = {
+    "description": "Too many requests from this client (RATE_LIMIT_*); retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 
 
-def _schemas() -> dict[str, Any]:
+def _without(schema: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    trimmed = copy.deepcopy(schema)
+    for name in fields:
+        trimmed.get("properties", {}).pop(name, None)
+    trimmed["required"] = [r for r in trimmed.get("required", []) if r not in fields]
+    return trimmed
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
     result_schema = AnalysisResult.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
     defs = result_schema.pop("$defs", {})
+    # Clients get the client view (api/privacy.py): no pHash, no other job's id, no internal CDN error.
+    defs["CacheInfo"] = _without(defs["CacheInfo"], INTERNAL_CACHE_FIELDS)
+    defs["FetchInfo"] = _without(defs["FetchInfo"], INTERNAL_FETCH_FIELDS)
+    # Operators (the admin view) get the whole record: it differs in these two parts only.
+    full_result = AnalysisResult.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    full_defs = full_result.pop("$defs", {})
+    internal = ("CacheInfo", "FetchInfo")
+    full_result = _rename_refs(full_result, {f"#/components/schemas/{k}": f"#/components/schemas/Internal{k}"
+                                             for k in internal})
     return {
         **defs,
+        **{f"Internal{k}": full_defs[k] for k in internal},
         "AnalysisResult": result_schema,
+        "InternalAnalysisResult": full_result,
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -49,27 +81,29 @@ def _schemas() -> dict[str, Any]:
         },
         "AnalyzeRequest": {
             "type": "object",
+            "additionalProperties": False,
             "properties": {
                 "content_type": {
                     "type": "string",
-                    "pattern": "^image/",
-                    "description": "Optional. When given, the upload must use exactly this Content-Type.",
+                    "enum": list(settings.upload_content_types),
+                    "description": "Optional (default: the first allowed type). The upload must carry exactly "
+                    "this Content-Type; the S3 server refuses anything else.",
                 }
             },
         },
         "AnalyzeResponse": {
             "type": "object",
-            "required": ["job_id", "upload_url", "upload_fields", "put_url", "image_url", "token", "token_expires_at",
-                         "expires_at"],
+            "required": ["job_id", "upload_url", "upload_fields", "image_url", "token", "token_expires_at",
+                         "expires_at", "max_bytes", "content_type"],
             "properties": {
                 "job_id": {"type": "string"},
                 "upload_url": {
                     "type": "string",
-                    "description": "POST a multipart form here: every upload_fields entry, a Content-Type field "
-                    "(image/*) unless upload_fields has one, then the file as the last field, named `file`.",
+                    "description": "POST a multipart form here: every upload_fields entry (Content-Type included), "
+                    "then the file as the last field, named `file`. At most max_bytes.",
                 },
                 "upload_fields": {"type": "object", "additionalProperties": {"type": "string"}},
-                "put_url": {"type": "string", "description": "Pre-signed PUT, for clients of the original design."},
+                "content_type": {"type": "string", "description": "The Content-Type pinned in the upload policy."},
                 "image_url": {"type": "string", "description": "Where the image is served, through the CDN."},
                 "token": {"type": "string", "description": "Access token for this job; keep it private. "
                           "Opaque; refused with 403 TOKEN_EXPIRED after token_expires_at."},
@@ -100,8 +134,17 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def _rename_refs(node: Any, renames: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: (renames.get(v, v) if k == "$ref" else _rename_refs(v, renames)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rename_refs(v, renames) for v in node]
+    return node
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
     bearer: list[dict[str, list[str]]] = [{"jobToken": []}]
+    operator: list[dict[str, list[str]]] = [{"operatorToken": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -113,15 +156,18 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/v1/waste/analyze": {
                 "post": {
-                    "summary": "Start a job: get a pre-signed upload (POST form and PUT URL) and a job token",
+                    "summary": "Start a job: get a pre-signed upload (POST form) and a job token",
                     "requestBody": {
                         "required": False,
                         "content": {"application/json": {"schema": _ref("AnalyzeRequest")}},
                     },
                     "responses": {
                         "200": _ok("The job and where to upload", "AnalyzeResponse"),
-                        "400": _error("Invalid body"),
+                        "400": _error("Invalid body, or a content_type that is not allowed"),
                         "413": _error("Body too large"),
+                        "415": _error("A body that is not application/json"),
+                        "429": _RATE_LIMITED,
+                        "503": _error("Redis unavailable; retry"),
                     },
                 }
             },
@@ -132,11 +178,13 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "202": _ok("Queued (or already queued)", "JobView"),
-                        "403": _error("Missing, wrong or expired token"),
+                        "401": _UNAUTHORIZED,
+                        "403": _error("Wrong or expired token"),
                         "404": _error("Unknown or expired job"),
-                        "409": _error("The object is not in the bucket yet"),
-                        "413": _error("The object is larger than the upload limit"),
-                        "415": _error("The object is not an image"),
+                        "409": _error("The object is not in the bucket yet, or empty (then deleted)"),
+                        "413": _error("The object is larger than the upload limit (deleted)"),
+                        "415": _error("The object is not the job's allowed image type (deleted)"),
+                        "429": _RATE_LIMITED,
                         "503": _error("Kafka, Redis or S3 unavailable; retry"),
                     },
                 }
@@ -148,21 +196,26 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "200": _ok("State, and the result once there is one", "JobView"),
-                        "403": _error("Missing, wrong or expired token"),
+                        "401": _UNAUTHORIZED,
+                        "403": _error("Wrong or expired token"),
                         "404": _error("Unknown or expired job"),
+                        "503": _error("Redis unavailable; retry"),
                     },
                 }
             },
             "/api/v1/waste/admin/cache/{phash}": {
                 "delete": {
                     "summary": "Operators: stop serving the cached classification of one pHash",
-                    "description": "Needs `Authorization: Bearer <API_ADMIN_TOKEN>`; disabled (404) when unset.",
+                    "description": "Needs `Authorization: Bearer <API_ADMIN_TOKEN>` (header only); disabled "
+                    "(404) when unset or empty.",
+                    "security": operator,
                     "parameters": [{"name": "phash", "in": "path", "required": True,
                                     "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
                     "responses": {
                         "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
                         "400": _error("Malformed pHash"),
-                        "403": _error("Missing or wrong operator token"),
+                        "401": _UNAUTHORIZED,
+                        "403": _error("Wrong operator token"),
                         "404": _error("Nothing cached under it, or operator endpoints disabled"),
                     },
                 }
@@ -170,12 +223,27 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/waste/admin/cache": {
                 "delete": {
                     "summary": "Operators: stop serving the cached classification a job paid for (`?job_id=`)",
+                    "security": operator,
                     "parameters": [{"name": "job_id", "in": "query", "required": True, "schema": {"type": "string"}}],
                     "responses": {
                         "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
                         "400": _error("No job id"),
-                        "403": _error("Missing or wrong operator token"),
+                        "401": _UNAUTHORIZED,
+                        "403": _error("Wrong operator token"),
                         "404": _error("Nothing cached for that job, or operator endpoints disabled"),
+                    },
+                }
+            },
+            "/api/v1/waste/admin/results/{job_id}": {
+                "get": {
+                    "summary": "Operators: a job's result with its provenance (pHash, reused job)",
+                    "security": operator,
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _ok("The result as the pipeline published it", "InternalAnalysisResult"),
+                        "401": _UNAUTHORIZED,
+                        "403": _error("Wrong operator token"),
+                        "404": _error("No result for that job, or operator endpoints disabled"),
                     },
                 }
             },
@@ -193,7 +261,8 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"jobToken": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(),
+            "securitySchemes": {"jobToken": {"type": "http", "scheme": "bearer"},
+                                "operatorToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(settings),
         },
     }

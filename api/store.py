@@ -44,6 +44,7 @@ class Job(BaseModel):
     key: str
     state: JobState = JobState.AWAITING_UPLOAD
     created_at: AwareDatetime
+    content_type: str | None = None  # the Content-Type pinned in the job's upload policy
 
 
 StateCallback = Callable[[str, JobState], None]

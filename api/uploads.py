@@ -1,8 +1,13 @@
-"""Pre-signed uploads to S3 and the HEAD check before an upload is accepted.
+"""Pre-signed uploads to S3, the HEAD check before an upload is accepted, and deleting refused objects.
 
-Two clients: one talks to S3 from the server (HEAD), the other only signs URLs for the host the *browser*
-uses (settings.api_public_s3_url). A pre-signed PUT signs the Host header, so it must name that host;
-it makes no network calls.
+Two clients: one talks to S3 from the server (HEAD, DELETE), the other only signs for the host the *browser*
+uses (settings.api_public_s3_url); signing makes no network calls.
+
+Only a pre-signed POST is handed out: its policy makes the S3 server itself refuse an object over
+``max_bytes`` or with any Content-Type but the one pinned for the job (checked on versitygw:
+tests/security/test_api_uploads.py). A pre-signed PUT cannot bound the body's size, so there is none.
+versitygw does not enforce the policy's lower bound (an empty body is stored): upload-complete refuses and
+deletes empty objects.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ log = logging.getLogger("api.uploads")
 class PresignedUpload:
     post_url: str
     post_fields: dict[str, str]
-    put_url: str
 
 
 @dataclass(frozen=True)
@@ -30,24 +34,22 @@ class ObjectHead:
 
 
 class UploadStorage(Protocol):
-    async def presign(self, key: str, content_type: str | None = None) -> PresignedUpload: ...
+    async def presign(self, key: str, content_type: str) -> PresignedUpload: ...
     async def head(self, key: str) -> ObjectHead | None: ...
+    async def delete(self, key: str) -> None: ...
 
 
 class StorageUnavailable(Exception):
     """S3 answered with something other than the object or 'not found'."""
 
 
-def post_policy(max_bytes: int, content_type: str | None) -> tuple[dict[str, str], list[Any]]:
+def post_policy(max_bytes: int, content_type: str) -> tuple[dict[str, str], list[Any]]:
     """Fields and conditions of the POST policy. The S3 server enforces them, not us.
 
-    Size: 1..max_bytes. Content type: pinned when the client declared one, else any ``image/*`` that the
-    client sends as the ``Content-Type`` form field.
+    Size: 1..max_bytes. Content type: exactly ``content_type`` (an allow-listed type; never a prefix, which
+    would let ``image/svg+xml`` in).
     """
-    conditions: list[Any] = [["content-length-range", 1, max_bytes]]
-    if content_type is None:
-        return {}, [*conditions, ["starts-with", "$Content-Type", "image/"]]
-    return {"Content-Type": content_type}, [*conditions, {"Content-Type": content_type}]
+    return {"Content-Type": content_type}, [["content-length-range", 1, max_bytes], {"Content-Type": content_type}]
 
 
 class S3Uploads:
@@ -58,16 +60,12 @@ class S3Uploads:
         self._max_bytes = max_bytes
         self._expires_s = expires_s
 
-    async def presign(self, key: str, content_type: str | None = None) -> PresignedUpload:
+    async def presign(self, key: str, content_type: str) -> PresignedUpload:
         fields, conditions = post_policy(self._max_bytes, content_type)
         post = await self._signer.generate_presigned_post(
             Bucket=self._bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=self._expires_s
         )
-        put_params = {"Bucket": self._bucket, "Key": key}
-        if content_type is not None:
-            put_params["ContentType"] = content_type  # signed: the PUT must send exactly this Content-Type
-        put_url = await self._signer.generate_presigned_url("put_object", Params=put_params, ExpiresIn=self._expires_s)
-        return PresignedUpload(post_url=post["url"], post_fields=dict(post["fields"]), put_url=put_url)
+        return PresignedUpload(post_url=post["url"], post_fields=dict(post["fields"]))
 
     async def head(self, key: str) -> ObjectHead | None:
         try:
@@ -80,3 +78,9 @@ class S3Uploads:
         except Exception as exc:  # connection errors come in several botocore/aiohttp flavours
             raise StorageUnavailable(type(exc).__name__) from exc
         return ObjectHead(size=int(resp.get("ContentLength", 0)), content_type=resp.get("ContentType"))
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._server.delete_object(Bucket=self._bucket, Key=key)
+        except Exception as exc:
+            raise StorageUnavailable(type(exc).__name__) from exc

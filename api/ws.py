@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -21,6 +22,7 @@ from api.context import BACKENDS, HUB, METRICS, SETTINGS
 from api.errors import ApiError
 from api.handlers import JOB_ID_RE, authorize
 from api.hub import Connection
+from api.limits import client_id
 from api.store import JobState
 from api.tokens import TokenCheck, verify_token
 from models.records import utcnow
@@ -30,53 +32,99 @@ log = logging.getLogger("api.ws")
 MAX_JOBS_PER_SOCKET = 100
 MAX_MESSAGE_BYTES = 4096
 HEARTBEAT_S = 30.0
+CLOSE_WAIT_S = 2.0  # a client that does not answer our close frame in time is cut off
+POLICY = WSCloseCode.POLICY_VIOLATION  # 1008: unauthenticated, idle, or not reading
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
-    hub, metrics = app[HUB], app[METRICS]
+    hub, metrics, settings = app[HUB], app[METRICS], app[SETTINGS]
+    client = client_id(request, settings.api_trusted_proxy_hops)
     first_job = request.query.get("job_id")
     if first_job is not None:
-        # Refuse before the upgrade, so a bad token is a plain 403/404 with a JSON body.
+        # Refuse before the upgrade, so a bad token is a plain 401/403/404 with a JSON body.
         authorize(request, first_job, request.query.get("token"))
         if not await _job_known(request, first_job):
             raise ApiError(404, "JOB_NOT_FOUND", "no such job (or it expired)")
+    if hub.sockets_of(client) >= settings.ws_max_sockets_per_client:
+        raise ApiError(429, "TOO_MANY_SOCKETS",
+                       f"at most {settings.ws_max_sockets_per_client} open WebSockets per client",
+                       headers={"Retry-After": "5"})
 
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "WEBSOCKET_REQUIRED", "this endpoint needs a WebSocket upgrade")
     await ws.prepare(request)
-    conn = Connection(ws)
+    conn = Connection(ws, client=client, outbox_max=settings.ws_outbox_max_messages)
     hub.add(conn)
     metrics.open_sockets.inc()
     reader = asyncio.create_task(_read(request, conn, first_job))
     writer = asyncio.create_task(_write(conn, request))
+    watchdog = asyncio.create_task(_watch(conn, request))
     try:
-        await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
-        if writer.done() and (code := writer.result()) is not None and not ws.closed:
+        await asyncio.wait((reader, writer, watchdog), return_when=asyncio.FIRST_COMPLETED)
+        if (watchdog.done() or conn.overflowed.is_set()) and not ws.closed:
+            code, reason = watchdog.result() if watchdog.done() else (POLICY, b"too many unread messages")
+            reader.cancel()
+            writer.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            await _close(request, ws, code, reason)
+        elif writer.done() and (code := writer.result()) is not None and not ws.closed:
             # Stop reading first: close() from this task then waits for the client's close frame (a clean
             # handshake); closing while another task reads would drop the connection instead.
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             reason = b"all results delivered" if code == WSCloseCode.OK else b"server shutdown"
-            await ws.close(code=code, message=reason)
+            await _close(request, ws, code, reason)
         elif reader.done() and reader.exception() is not None:
             log.warning("socket reader failed: %s", type(reader.exception()).__name__)
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            await _close(request, ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
     finally:
         hub.remove(conn)
         metrics.open_sockets.dec()
-        for task in (reader, writer):
+        for task in (reader, writer, watchdog):
             task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
+        await asyncio.gather(reader, writer, watchdog, return_exceptions=True)
     return ws
+
+
+async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
+    """Close with ``code``; a client that does not read (so the close frame cannot get out) is cut off."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=reason), CLOSE_WAIT_S)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+async def _watch(conn: Connection, request: web.Request) -> tuple[int, bytes]:
+    """The socket's deadlines: follow a job within WS_AUTH_TIMEOUT_SECONDS, never stay silent for
+    WS_IDLE_TIMEOUT_SECONDS, never let the outbox overflow. Returns the close code and reason."""
+    settings = request.app[SETTINGS]
+    opened = time.monotonic()
+    while True:
+        if conn.overflowed.is_set():
+            log.info("closing a socket of %s: its outbox overflowed (the client does not read)", conn.client)
+            return POLICY, b"too many unread messages"
+        now = time.monotonic()
+        if not conn.authenticated and now - opened >= settings.ws_auth_timeout_seconds:
+            return POLICY, b"no job subscribed in time"
+        if now - conn.last_activity >= settings.ws_idle_timeout_seconds:
+            return POLICY, b"idle"
+        next_check = min(
+            conn.last_activity + settings.ws_idle_timeout_seconds,
+            opened + settings.ws_auth_timeout_seconds if not conn.authenticated else float("inf"),
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.overflowed.wait(), max(next_check - now, 0.05))
 
 
 async def _read(request: web.Request, conn: Connection, first_job: str | None) -> None:
     if first_job is not None:
         await _follow(request, conn, first_job)
     async for msg in conn.ws:
+        conn.touch()
         if msg.type == WSMsgType.TEXT:
             await _on_client_message(request, conn, msg.data)
         elif msg.type == WSMsgType.BINARY:
@@ -113,11 +161,12 @@ async def _on_client_message(request: web.Request, conn: Connection, data: str) 
         conn.send({"type": "pong"})
     elif kind == "subscribe":
         await _subscribe(request, conn, job_id, msg.get("token"))
-    elif kind == "unsubscribe" and isinstance(job_id, str):
+    elif kind == "unsubscribe" and isinstance(job_id, str) and JOB_ID_RE.match(job_id):
         request.app[HUB].unfollow(conn, job_id)
         conn.send({"type": "unsubscribed", "job_id": job_id})
     else:
-        conn.send_error("BAD_MESSAGE", f"unknown message type {kind!r} or missing job_id")
+        # Never echo what the client sent: only our own words go back.
+        conn.send_error("BAD_MESSAGE", "unknown message type, or a missing or invalid job_id")
 
 
 async def _subscribe(request: web.Request, conn: Connection, job_id: object, token: object) -> None:
@@ -147,12 +196,18 @@ async def _write(conn: Connection, request: web.Request) -> int | None:
     1000 when every followed job has had its result, or the code asked for by ``close_soon``."""
     metrics = request.app[METRICS]
     ws = conn.ws
+    send_timeout = request.app[SETTINGS].ws_send_timeout_seconds
     try:
         while not ws.closed:
             item = await conn.outbox.get()
             if item.close_code is not None:
                 return item.close_code
-            await ws.send_json(item.message)
+            try:
+                await asyncio.wait_for(ws.send_json(item.message), send_timeout)
+            except TimeoutError:
+                conn.overflowed.set()  # the client stopped reading: the watchdog closes the socket
+                return None
+            conn.touch()
             if item.completed_at is not None:
                 metrics.result_delivery.observe(max((utcnow() - item.completed_at).total_seconds(), 0.0))
             if conn.finished and conn.outbox.empty():

@@ -8,13 +8,14 @@ The app is declared without a broker: settings are read from the environment whe
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import faust
 from mode import Service
 
-from models.settings import Settings, load_settings
-from streams import faust_fixes, resources, vision
+from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
+from streams import faust_fixes, logs, resources, vision
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,13 @@ def use_settings(settings: Settings) -> None:
 def settings() -> Settings:
     global _settings
     if _settings is None:
-        _settings = load_settings()
+        loaded = load_settings()
+        try:
+            check_secrets(loaded)  # a worker started from the environment: refuse guessable secrets
+        except InsecureSettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        _settings = loaded
     return _settings
 
 
@@ -77,6 +84,7 @@ class PipelineResources(Service):
     """Owns the long-lived clients (HTTP, S3, Redis, OpenAI) and the hashing executor."""
 
     async def on_start(self) -> None:
+        logs.install(settings().log_format)  # escape control characters; LOG_FORMAT=json for JSON lines
         self._ctx = resources.open_resources(settings())
         resources.install(await self._ctx.__aenter__())
         log.info("pipeline resources open (settings: %s)", _redacted(settings()))

@@ -28,7 +28,10 @@ def settings_factory() -> Callable[..., Settings]:
     """Settings for the local stack, with per-test overrides (keyword arguments beat the environment)."""
 
     def make(**overrides: Any) -> Settings:
-        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+        # Development mode (test secrets are short); rate limits off, since every test client is 127.0.0.1
+        # (tests/security turns them on with a client identity of their own).
+        defaults: dict[str, Any] = {"app_env": "development", "rate_limit_analyze": 0, "rate_limit_upload_complete": 0}
+        return Settings(_env_file=None, **{**defaults, **overrides})  # type: ignore[call-arg]
 
     return make
 
@@ -60,6 +63,9 @@ def pipeline() -> Iterator[Pipeline]:
     """
     session = uuid.uuid4().hex[:8]
     settings = Settings(
+        app_env="development",
+        rate_limit_analyze=0,
+        rate_limit_upload_complete=0,
         app_id=f"waste-test-{session}",
         # A prompt version of its own makes every cached result of earlier runs a miss for this session.
         prompt_version=f"test-{session}",

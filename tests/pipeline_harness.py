@@ -70,7 +70,7 @@ def start_worker(settings: Settings, name: str = "worker", *, new_group: bool = 
     offset, so it neither replays earlier sessions' events nor skips any of its own (tools/kafka_admin.py).
     ``new_group=False`` restarts a group where it left off, as after a crash.
     """
-    settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
+    settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest", "app_env": "development"})
     if new_group:
         start_group_at_end_blocking(settings)
     log_dir = STACK_DIR / "logs"

@@ -18,6 +18,7 @@ from tests.api.fakes import ALLOWED_ORIGIN, SECRET, Fakes
 def settings() -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
+        app_env="development",
         api_token_secret=SecretStr(SECRET),
         cors_origins=[ALLOWED_ORIGIN],
         cdn_base_url="http://cdn.test/waste-images",

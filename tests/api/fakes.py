@@ -101,16 +101,21 @@ class FakePublisher:
 class FakeStorage:
     def __init__(self) -> None:
         self.objects: dict[str, ObjectHead] = {}
-        self.presigned: list[tuple[str, str | None]] = []
+        self.presigned: list[tuple[str, str]] = []
+        self.deleted: list[str] = []
 
-    async def presign(self, key: str, content_type: str | None = None) -> PresignedUpload:
+    async def presign(self, key: str, content_type: str) -> PresignedUpload:
         self.presigned.append((key, content_type))
         return PresignedUpload(
-            post_url="http://s3.test/bucket", post_fields={"key": key, "policy": "p"}, put_url=f"http://s3.test/{key}"
+            post_url="http://s3.test/bucket", post_fields={"key": key, "policy": "p", "Content-Type": content_type}
         )
 
     async def head(self, key: str) -> ObjectHead | None:
         return self.objects.get(key)
+
+    async def delete(self, key: str) -> None:
+        self.deleted.append(key)
+        self.objects.pop(key, None)
 
 
 class FakeResults:

@@ -22,7 +22,9 @@ async def _analyze(client: TestClient, **kw: object) -> dict:  # type: ignore[ty
 async def test_analyze_issues_job_with_server_generated_key(
     client: TestClient, fakes: Fakes, settings: Settings
 ) -> None:
-    body = await _analyze(client, json={"key": "../../etc/passwd", "content_type": "image/png"})
+    smuggled = await client.post("/api/v1/waste/analyze", json={"key": "../../etc/passwd", "content_type": "image/png"})
+    assert smuggled.status == 400  # off-spec fields are refused, never used
+    body = await _analyze(client, json={"content_type": "image/png"})
     job_id = body["job_id"]
     job = fakes.store.jobs[job_id]
     assert job.key == f"uploads/{job_id}"  # the client's "key" is ignored
@@ -30,7 +32,8 @@ async def test_analyze_issues_job_with_server_generated_key(
     assert check_token(settings.api_token_secret, job_id, body["token"])
     lifetime = datetime.fromisoformat(body["token_expires_at"]) - datetime.now(UTC)
     assert abs(lifetime.total_seconds() - settings.api_token_ttl_seconds) < 60
-    assert body["upload_url"] and body["upload_fields"]["key"] == job.key and body["put_url"]
+    assert body["upload_url"] and body["upload_fields"]["key"] == job.key and "put_url" not in body
+    assert body["content_type"] == body["upload_fields"]["Content-Type"] == "image/png"
     assert datetime.fromisoformat(body["expires_at"]).tzinfo is not None
     assert body["max_bytes"] == settings.upload_max_bytes
     assert fakes.storage.presigned == [(job.key, "image/png")]
@@ -39,13 +42,14 @@ async def test_analyze_issues_job_with_server_generated_key(
 
 async def test_analyze_without_body(client: TestClient, fakes: Fakes) -> None:
     body = await _analyze(client)
-    assert fakes.storage.presigned == [(f"uploads/{body['job_id']}", None)]
+    assert fakes.storage.presigned == [(f"uploads/{body['job_id']}", "image/jpeg")]  # the first allowed type
 
 
 async def test_analyze_rejects_non_image_content_type(client: TestClient) -> None:
-    resp = await client.post("/api/v1/waste/analyze", json={"content_type": "text/html"})
-    assert resp.status == 400
-    assert (await resp.json())["error"]["code"] == "VALIDATION_ERROR"
+    for content_type in ("text/html", "image/svg+xml", "image/"):
+        resp = await client.post("/api/v1/waste/analyze", json={"content_type": content_type})
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "CONTENT_TYPE_NOT_ALLOWED"
 
 
 async def test_analyze_rejects_malformed_json(client: TestClient) -> None:
@@ -92,7 +96,8 @@ async def test_upload_complete_token_checks(client: TestClient, fakes: Fakes) ->
 
     missing = await client.post(url)
     wrong = await client.post(url, headers={"Authorization": f"Bearer {token_for('another-job')}"})
-    assert (missing.status, wrong.status) == (403, 403)
+    assert (missing.status, wrong.status) == (401, 403)
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await missing.json())["error"]["code"] == "TOKEN_MISSING"
     assert (await wrong.json())["error"]["code"] == "TOKEN_INVALID"
     expired = await client.post(url, headers={"Authorization": f"Bearer {token_for(job_id, expires_at=1000)}"})

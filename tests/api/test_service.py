@@ -46,7 +46,7 @@ async def test_cors_headers_on_responses_and_errors(client: TestClient) -> None:
     denied = await client.get("/api/v1/waste/results/x", headers={"Origin": ALLOWED_ORIGIN})
     other = await client.post("/api/v1/waste/analyze", headers={"Origin": "http://evil.example"})
     assert ok.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
-    assert denied.status == 403 and denied.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert denied.status == 401 and denied.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
