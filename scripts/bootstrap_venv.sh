@@ -14,13 +14,18 @@ command -v "$PYTHON_BIN" >/dev/null || { echo "error: $PYTHON_BIN not found: ins
 if [[ -f $STAMP && $STAMP -nt pyproject.toml && $STAMP -nt constraints.txt ]]; then
   exit 0
 fi
-if [[ ! -x .venv/bin/python ]]; then
+# A venv whose creation failed half-way (no pip in it) is made again.
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
   if ! "$PYTHON_BIN" -m venv .venv 2>/dev/null; then
-    # Debian's system Python ships venv separately.
+    # Debian's and Ubuntu's system Python ship venv (and the pip it installs) separately.
+    rm -rf .venv
     echo "python venv module missing: installing python3-venv" >&2
-    command -v apt-get >/dev/null || { echo "error: install the python3-venv package" >&2; exit 1; }
-    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    rm -rf .venv && "$PYTHON_BIN" -m venv .venv
+    command -v apt-get >/dev/null || { echo "error: install Python's venv module (the python3-venv package), then run: make venv" >&2; exit 1; }
+    [[ $(id -u) -eq 0 ]] || { echo "error: run as root, or first: sudo apt-get install -y python3-venv" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv ca-certificates >/dev/null
+    "$PYTHON_BIN" -m venv .venv
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip

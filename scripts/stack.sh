@@ -23,6 +23,11 @@ set -euo pipefail
 # so the 3.9.x fallback (reload4j logging, ZooKeeper jars) is not needed.
 KAFKA_VERSION=4.4.0
 VERSITYGW_VERSION=v1.7.0
+# versitygw $VERSITYGW_VERSION's go.mod says "go 1.25.0". A distribution Go older than that (Debian 12: 1.19,
+# Ubuntu 24.04: 1.22, Debian 13: 1.24) builds it with this toolchain, which the go command fetches itself
+# through the Go module proxy (GOTOOLCHAIN; the toolchain module for Go < 1.21): no download site needed.
+GO_MIN_VERSION=1.25.0
+GO_TOOLCHAIN=go1.25.5
 # Maven plugin used to copy the broker's runtime jars; pinned so a run never resolves "latest".
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
 
@@ -37,7 +42,6 @@ KAFKA_HOME=$STACK_DIR/kafka
 KAFKA_DATA=$KAFKA_HOME/data
 S3_DATA=$STACK_DIR/s3-data
 S3_SIDECAR=$STACK_DIR/s3-meta
-VARNISH_DIR=$STACK_DIR/varnish
 VERSITYGW_BIN=$STACK_DIR/bin/versitygw
 
 KAFKA_PORT=${KAFKA_PORT:-9092}
@@ -50,6 +54,11 @@ S3_ACCESS_KEY=${S3_ACCESS_KEY:-test}
 S3_SECRET_KEY=${S3_SECRET_KEY:-testsecret}
 S3_BUCKET_NAME=${S3_BUCKET_NAME:-waste-images}
 PYTHON=${PYTHON:-.venv/bin/python}
+# Varnish drops privileges (its VCL compiler and cache process run as its own users), so what it reads, the
+# rendered VCL and its -n working directory, lives outside the clone, which may be private (a mode-700 home).
+# One folder per user and port; it must be ours and a real folder (checked in edge_dir).
+EDGE_DIR=${EDGE_DIR:-${TMPDIR:-/tmp}/waste-edge-$(id -u)-$CDN_PORT}
+VARNISH_DIR=$EDGE_DIR/varnish
 STACK_TIMEOUT=${STACK_TIMEOUT:-90}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 
@@ -66,11 +75,15 @@ need_cmd() {  # need_cmd COMMAND "what to install"
     command -v "$1" >/dev/null 2>&1 || die "'$1' not found. Install $2, then run: scripts/stack.sh install"
 }
 
+java_major() {  # the major version of `java` on PATH, 0 when there is none
+    command -v java >/dev/null 2>&1 || { echo 0; return; }
+    java -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]) + 0; exit }'
+}
+
 need_java17() {
-    need_cmd java "a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
-    local major
-    major=$(java -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit }')
-    [[ ${major:-0} -ge 17 ]] || die "Java 17+ is needed for Kafka 4.x (found: ${major:-unknown})"
+    need_cmd java "a Java 17+ runtime (Debian/Ubuntu: apt-get install default-jdk-headless), or run scripts/stack.sh install as root"
+    local major; major=$(java_major)
+    [[ ${major:-0} -ge 17 ]] || die "Java 17+ is needed for Kafka 4.x (found: ${major:-unknown}). Install openjdk-17-jdk-headless (or newer) and select it: update-alternatives --config java"
 }
 
 # ---- process helpers -----------------------------------------------------------------------------
@@ -169,23 +182,42 @@ stop() {
 }
 
 # ---- install -------------------------------------------------------------------------------------
-install_apt_packages() {
-    local missing=() p
-    for p in redis-server varnish; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if (( ${#missing[@]} == 0 )); then
-        say "apt: redis-server and varnish already installed"
-        return
+APT_UPDATED=0
+apt_install() {  # apt_install PACKAGE...: install from the distribution's packages, or say exactly how
+    need_cmd apt-get "Debian/Ubuntu (apt-get), or install the packages $* by hand"
+    [[ $(id -u) -eq 0 ]] || die "installing $* needs root: run  sudo apt-get install -y --no-install-recommends $*  then again: scripts/stack.sh install"
+    say "apt: installing $*"
+    # Package lists are refreshed once per run, only because something is missing.
+    if (( APT_UPDATED == 0 )); then
+        apt-get update -qq || die "apt-get update failed (see above): check /etc/apt/sources.list* and the network"
+        APT_UPDATED=1
     fi
-    need_cmd apt-get "Debian/Ubuntu (apt-get), or install ${missing[*]} by hand"
-    [[ $(id -u) -eq 0 ]] || die "installing ${missing[*]} needs root (or run: sudo apt-get install -y ${missing[*]})"
-    say "apt: installing ${missing[*]}"
-    # Package lists are refreshed once, only because something is missing.
-    apt-get update -qq
     # The packages ship init scripts; where services auto-start on install (systemd hosts),
     # the system redis on 6379 would clash with ours: `up` then says the port is taken.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+        || die "apt-get install $* failed (see above)"
+}
+
+deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+install_apt_packages() {
+    # What a fresh Debian 12/13 or Ubuntu 24.04 lacks: the services, the tools this script calls, a JDK.
+    local missing=() p
+    for p in redis-server varnish curl ca-certificates; do
+        deb_installed "$p" || missing+=("$p")
+    done
+    command -v java >/dev/null 2>&1 && (( $(java_major) >= 17 )) || missing+=(default-jdk-headless)
+    if (( ${#missing[@]} == 0 )); then
+        say "apt: redis-server, varnish, curl and a JDK 17+ already installed"
+    else
+        apt_install "${missing[@]}"
+    fi
+    if (( $(java_major) < 17 )); then  # a distribution whose default JDK is older: ask for 17 by name
+        apt_install openjdk-17-jdk-headless
+        local jdk17; jdk17=$(ls -d /usr/lib/jvm/java-17-openjdk-*/bin/java 2>/dev/null | head -n 1)
+        [[ -n $jdk17 ]] && update-alternatives --set java "$jdk17" >/dev/null
+    fi
+    need_java17
 }
 
 kafka_stamp() {  # what the cached lib/ was built from: version + pom content
@@ -200,7 +232,8 @@ install_kafka() {
         return
     fi
     need_java17
-    need_cmd mvn "Apache Maven 3.8+ (Debian: apt-get install maven)"
+    command -v mvn >/dev/null 2>&1 || apt_install maven
+    need_cmd mvn "Apache Maven 3.8+ (Debian/Ubuntu: apt-get install maven)"
     say "kafka: resolving $KAFKA_VERSION jars with Maven (repository cache: $STACK_DIR/m2)"
     rm -rf "$lib.tmp"
     # Own local repository under $STACK_DIR: self-contained, and a re-copy after `rm -rf lib` is offline.
@@ -225,23 +258,66 @@ install_versitygw() {
         say "versitygw: $VERSITYGW_VERSION cached in $VERSITYGW_BIN"
         return
     fi
-    need_cmd go "a Go 1.25+ toolchain (versitygw $VERSITYGW_VERSION is built from source)"
-    say "versitygw: building $VERSITYGW_VERSION with go install (takes ~1.5 min on 2 cores)"
+    command -v go >/dev/null 2>&1 || apt_install golang-go
+    need_cmd go "Go (Debian/Ubuntu: apt-get install golang-go; any version, a $GO_TOOLCHAIN toolchain is fetched by go itself)"
     mkdir -p "$STACK_DIR/bin"
     # Module and build caches live under $STACK_DIR/go only for this build and are deleted after
     # (~700 MB); -modcacherw keeps them deletable. CGO off: the binary is pure Go, like upstream's image.
-    GOBIN="$STACK_DIR/bin" GOMODCACHE="$STACK_DIR/go/mod" GOCACHE="$STACK_DIR/go/cache" \
-        GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0 \
-        go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+    export GOBIN="$STACK_DIR/bin" GOMODCACHE="$STACK_DIR/go/mod" GOCACHE="$STACK_DIR/go/cache" \
+        GOPATH="$STACK_DIR/go/path" GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0
+    go_for_versitygw   # sets GO_BIN (and GOTOOLCHAIN/GOROOT as needed)
+    say "versitygw: building $VERSITYGW_VERSION with go install ($("$GO_BIN" version | cut -d' ' -f3); takes ~1.5 min on 2 cores)"
+    "$GO_BIN" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
         || die "go install of versitygw $VERSITYGW_VERSION failed (see output above)"
     echo "$VERSITYGW_VERSION" >"$stamp"
     rm -rf "$STACK_DIR/go"
+}
+
+go_version_of() {  # go_version_of GO -> "1.22.2" ("go1.22.2", "go1.25rc1" and "devel" forms tolerated)
+    "$1" version 2>/dev/null | awk '{ v = $3; sub(/^go/, "", v); sub(/[^0-9.].*$/, "", v); print v; exit }'
+}
+
+version_ge() {  # version_ge A B: A >= B, dotted numbers
+    [[ $(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1) == "$2" ]]
+}
+
+# go_for_versitygw: sets GO_BIN, the go command that builds versitygw (its go.mod needs Go >= $GO_MIN_VERSION).
+# The distribution's Go when recent enough; else, from Go 1.21 on, the go command's own toolchain switch
+# (GOTOOLCHAIN=$GO_TOOLCHAIN); before 1.21 (Debian 12's 1.19), the same toolchain module fetched with
+# `go mod download` (checked against the checksum database like any module) and run from the module cache,
+# which is what the switch does.
+go_for_versitygw() {
+    local have; have=$(go_version_of go)
+    if version_ge "${have:-0}" "$GO_MIN_VERSION"; then
+        export GOTOOLCHAIN=local
+        GO_BIN=$(command -v go); return
+    fi
+    local fix="Or install Go >= $GO_MIN_VERSION yourself and put it first in PATH, or copy a versitygw $VERSITYGW_VERSION binary to $VERSITYGW_BIN and write $VERSITYGW_VERSION into $STACK_DIR/bin/.versitygw-version."
+    if version_ge "${have:-0}" 1.21; then
+        say "versitygw: Go $have is older than $GO_MIN_VERSION: using the go command's toolchain switch (GOTOOLCHAIN=$GO_TOOLCHAIN, through GOPROXY=$(go env GOPROXY))"
+        export GOTOOLCHAIN=$GO_TOOLCHAIN
+        go version \
+            || die "Go $have could not fetch the $GO_TOOLCHAIN toolchain through the Go module proxy (GOPROXY=$(go env GOPROXY)). Set GOPROXY to a proxy this machine reaches. $fix"
+        GO_BIN=$(command -v go); return
+    fi
+    local arch; arch=$(go env GOARCH)
+    local module="golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$arch"
+    say "versitygw: Go $have predates the toolchain switch (1.21): fetching $module through GOPROXY=$(go env GOPROXY)"
+    go mod download "$module" \
+        || die "Go $have could not fetch $module through the Go module proxy (GOPROXY=$(go env GOPROXY)). Set GOPROXY to a proxy this machine reaches. $fix"
+    local root="$GOMODCACHE/$module"
+    # Module zips carry no execute bits; the toolchain switch sets them the same way on first use.
+    find "$root/pkg/tool" "$root/bin" -type f -exec chmod a+x {} +
+    export GOROOT=$root GOTOOLCHAIN=local
+    GO_BIN=$root/bin/go
 }
 
 cmd_install() {
     local t0; t0=$(now)
     mkdir -p "$STACK_DIR"
     install_apt_packages
+    command -v setsid >/dev/null && command -v timeout >/dev/null && command -v awk >/dev/null \
+        || die "setsid, timeout and awk are needed (Debian/Ubuntu: apt-get install util-linux coreutils mawk)"
     install_kafka
     install_versitygw
     say "install done in $(since "$t0")s"
@@ -384,16 +460,37 @@ s3_bootstrap() {
 }
 
 # ---- CDN edge (Varnish) --------------------------------------------------------------------------
+# edge_dir: make $EDGE_DIR (mode 755, so Varnish's users can read it) and refuse one we do not own: in a shared
+# /tmp another user could have made it first, or left a symlink, to feed Varnish their VCL.
+edge_dir() {
+    [[ -L $EDGE_DIR ]] && die "edge: $EDGE_DIR is a symlink; remove it or set EDGE_DIR to a folder of your own"
+    if [[ -e $EDGE_DIR ]]; then
+        [[ -d $EDGE_DIR && -O $EDGE_DIR ]] || die "edge: $EDGE_DIR is not a folder owned by $(id -un); remove it or set EDGE_DIR"
+    else
+        mkdir -m 755 "$EDGE_DIR" || die "edge: cannot create $EDGE_DIR; set EDGE_DIR to a folder Varnish's users can read"
+    fi
+    chmod 755 "$EDGE_DIR"
+    mkdir -p "$VARNISH_DIR"
+    # Every folder above it must be traversable by Varnish's users (a private TMPDIR would not be).
+    local d=$EDGE_DIR
+    while [[ $d != / ]]; do
+        d=$(dirname "$d")
+        [[ $(stat -c %a "$d") =~ [1357]$ ]] \
+            || die "edge: Varnish's users cannot reach $EDGE_DIR ($d is not world-traversable); set EDGE_DIR to a folder under one that is, e.g. EDGE_DIR=/tmp/waste-edge-$(id -u)-$CDN_PORT"
+    done
+}
+
 edge_answers() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CDN_PORT/") != 000 ]]; }
 
 edge_up() {
     already_up edge varnishd "$CDN_PORT" && return 0
-    mkdir -p "$VARNISH_DIR"
-    sed -e "s#@ORIGIN_HOST@#127.0.0.1#g" -e "s#@ORIGIN_PORT@#$S3_PORT#g" stack/edge.vcl >"$STACK_DIR/edge.vcl"
+    edge_dir
+    sed -e "s#@ORIGIN_HOST@#127.0.0.1#g" -e "s#@ORIGIN_PORT@#$S3_PORT#g" stack/edge.vcl >"$EDGE_DIR/edge.vcl.tmp"
+    chmod 644 "$EDGE_DIR/edge.vcl.tmp" && mv -f "$EDGE_DIR/edge.vcl.tmp" "$EDGE_DIR/edge.vcl"
     # Foreground (-F) so the PID we record is varnishd's manager; TERM on it stops the cache child too.
     # -T on an ephemeral localhost port keeps varnishadm (ban/purge by hand) usable with -n.
     launch edge varnishd -F -a "127.0.0.1:$CDN_PORT" -T 127.0.0.1:0 -n "$VARNISH_DIR" \
-        -f "$STACK_DIR/edge.vcl" -s malloc,256m -t 86400 -p default_grace=0
+        -f "$EDGE_DIR/edge.vcl" -s malloc,256m -t 86400 -p default_grace=0
     wait_until "$STACK_TIMEOUT" edge "$(read_pid edge)" edge_answers || die "varnish failed to start"
     say "edge: ready (varnish, pid $(read_pid edge), port $CDN_PORT -> origin 127.0.0.1:$S3_PORT)"
 }
@@ -476,7 +573,7 @@ cmd_status() {
 cmd_reset() {
     cmd_down
     say "reset: wiping Kafka data and S3 data (downloads kept)"
-    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$VARNISH_DIR"
+    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$EDGE_DIR"
 }
 
 main() {

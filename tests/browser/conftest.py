@@ -1,14 +1,19 @@
-"""A real headless Chromium (Debian's package, see scripts/install_chromium.sh) driven by Playwright."""
+"""A real headless Chromium driven by Playwright (scripts/install_chromium.sh installs it).
+
+Debian's package (/usr/bin/chromium), else Playwright's own build where the distribution has none (Ubuntu),
+or ``CHROMIUM=/path/to/chrome``.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-background-networking",
@@ -20,10 +25,14 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run scripts/install_chromium.sh")
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        if CHROMIUM.exists():
+            executable: str | None = str(CHROMIUM)
+        elif "CHROMIUM" not in os.environ and Path(playwright.chromium.executable_path).exists():
+            executable = None  # Playwright's own build (a distribution without a Chromium package)
+        else:
+            pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/install_chromium.sh")
+        chromium = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:
