@@ -18,7 +18,7 @@ from models.settings import VisionImageMode
 from streams import metrics, near_index, resources, tables, topics
 from streams.app import app
 from streams.channels import vision_requests_topic
-from streams.imaging import make_thumbnail, thumbnail_data_url
+from streams.imaging import ImageLimits, content_digest, make_thumbnail, thumbnail_data_url
 from streams.near_index import hamming
 from streams.outcomes import dead_letter, dead_letter_undecodable, done_result, failed_result, publish_result
 
@@ -106,7 +106,11 @@ async def _call_and_answer(delivery: Delivery, res: resources.Resources) -> None
     request = delivery.request
     settings = res.settings
     job = request.job
-    image = await _image_for_model(res, job)
+    try:
+        image = await _image_for_model(res, delivery)  # the bytes that were hashed, or none
+    except PipelineError as exc:
+        await _fail_all(delivery, exc.code, exc.message)
+        return
     started = time.monotonic()
     try:
         answer = await res.vision.classify(image)
@@ -192,21 +196,69 @@ async def _fail_all(delivery: Delivery, code: ErrorCode, message: str) -> None:
         delivery.answered.add(job.job_id)
 
 
-async def _image_for_model(res: resources.Resources, job: ImageHashed) -> str:
-    """What the model is shown: the CDN URL, or (by default) a small JPEG inline, made here, only on a miss.
+# Thumbnails made at once per worker: each holds an image's bytes (up to MAX_IMAGE_BYTES) and a decode, so
+# the classify agent's concurrency does not multiply the worker's memory (the fetch step has its own bound).
+THUMBNAIL_SLOTS = 4
+_thumbnail_slots: asyncio.Semaphore | None = None
 
-    The image is fetched again for it, through the CDN that cached it when it was hashed: a few milliseconds
-    beside a model call of seconds, and the hashed-image events stay small for the hits.
+
+async def _image_for_model(res: resources.Resources, delivery: Delivery) -> str:
+    """What the model is shown: a small JPEG inline (by default) or the CDN URL, of the very bytes that were hashed.
+
+    The image is fetched again (through the CDN that cached it when it was hashed: a few milliseconds beside a
+    model call of seconds; the hashed-image events stay small for the hits) and its SHA-256 must be the one taken
+    when it was hashed: an object replaced after upload-complete must not put its answer under the first image's
+    pHash. A job whose object changed fails with IMAGE_CHANGED, and the bytes of a job waiting on this same pHash
+    are shown instead; when no job's bytes can be shown, the last error is raised (and fails the rest).
     """
-    if res.settings.vision_image_mode is not VisionImageMode.DATA_URL:
-        return job.image_url
-    if job.thumbnail_b64:  # events written before thumbnails moved here
+    request = delivery.request
+    waiting = tables.get_inflight(request.phash)
+    candidates = [request.job, *(w for w in (waiting.waiters if waiting else []) if w.phash == request.phash)]
+    last: PipelineError | None = None
+    for job in candidates:
+        if job.job_id in delivery.answered:
+            continue
+        try:
+            return await _verified_image(res, job)
+        except PipelineError as exc:
+            last = exc
+            log.warning("job_id=%s phash=%s: no image for the model (%s: %s)", job.job_id, request.phash,
+                        exc.code, exc.detail or exc.message)
+            if exc.code is ErrorCode.IMAGE_CHANGED:
+                await _fail_changed(delivery, job, exc)
+    raise last or PipelineError(ErrorCode.INTERNAL_ERROR, "no image for the model")
+
+
+async def _verified_image(res: resources.Resources, job: ImageHashed) -> str:
+    global _thumbnail_slots
+    settings = res.settings
+    if job.thumbnail_b64:  # events written before thumbnails moved here: made from the hashed bytes
         return thumbnail_data_url(base64.b64decode(job.thumbnail_b64))
-    try:
+    if _thumbnail_slots is None:
+        _thumbnail_slots = asyncio.Semaphore(THUMBNAIL_SLOTS)
+    async with _thumbnail_slots:
         fetched = await res.fetcher.fetch(job.bucket, job.key)
-        jpeg = await asyncio.get_running_loop().run_in_executor(
-            res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=res.settings.max_image_pixels))
-    except PipelineError as exc:  # gone or unreadable since it was hashed: the model may still reach the CDN
-        log.warning("job_id=%s: no thumbnail (%s: %s); sending the CDN URL", job.job_id, exc.code, exc.message)
-        return job.image_url
+        loop = asyncio.get_running_loop()
+        if job.sha256 is None:  # an event from before digests were pinned: nothing to compare with
+            log.warning("job_id=%s: hashed-image event without a digest; the bytes are not verified", job.job_id)
+        elif (digest := await loop.run_in_executor(res.executor, content_digest, fetched.data)) != job.sha256:
+            raise PipelineError(ErrorCode.IMAGE_CHANGED, "the image changed after it was uploaded",
+                                detail=f"sha256 {digest} != {job.sha256} (hashed) for key={job.key}")
+        if settings.vision_image_mode is not VisionImageMode.DATA_URL:
+            # The model fetches the URL itself: the bytes behind it were the hashed ones just now (and the edge
+            # keeps serving what it cached for CDN_CACHE_TTL).
+            return job.image_url
+        jpeg = await loop.run_in_executor(
+            res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=settings.max_image_pixels,
+                                            limits=ImageLimits.from_settings(settings)))
     return thumbnail_data_url(jpeg)
+
+
+async def _fail_changed(delivery: Delivery, job: ImageHashed, exc: PipelineError) -> None:
+    """This job's object is no longer the image it was hashed from: it ends here, the others may still be shown."""
+    await dead_letter(job_id=job.job_id, code=exc.code, message=f"{exc.message} ({exc.detail})", stage="classify",
+                      topic=topics.VISION_REQUESTS, partition=None, offset=None,
+                      original=job.model_dump_json(exclude={"thumbnail_b64"}))
+    await publish_result(failed_result(job.job_id, exc.code, exc.message, key=job.key, image_url=job.image_url,
+                                       fetch=job.fetch))
+    delivery.answered.add(job.job_id)

@@ -9,17 +9,17 @@ import logging
 import time
 from typing import Any
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from models.errors import ErrorCode, PipelineError
-from models.records import ImageHashed, UploadCompleted, utcnow
+from models.records import ImageHashed, utcnow
 from streams import metrics, resources, topics
 from streams.app import app
 from streams.channels import images_hashed_topic, uploads_completed_topic
 from streams.fetch import cdn_url
-from streams.imaging import content_digest, hash_image
+from streams.imaging import ImageLimits, check_declared_type, content_digest, hash_image
 from streams.outcomes import dead_letter, failed_result, publish_result
+from streams.upload_checks import RefusedEvent, check_upload
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +38,27 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
     received_at = utcnow()
     metrics.events_total.labels(stage="upload").inc()
     job_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-    try:
-        upload = UploadCompleted.model_validate_json(value)
-    except ValidationError as exc:
-        message = f"invalid upload-complete event: {exc.errors()[0]['msg'] if exc.errors() else exc}"
-        await _fail(job_key, ErrorCode.INVALID_EVENT, message, value, partition, offset)
-        return
     res = await resources.ready()
     settings = res.settings
+    try:
+        # Before anything is fetched: only the configured bucket, only keys of the API's scheme, and a result
+        # only for a job the body itself names under its own Kafka key (streams/upload_checks.py).
+        upload = check_upload(settings, job_key, value)
+    except RefusedEvent as exc:
+        await _fail(exc.job_id, ErrorCode.INVALID_EVENT, exc.message, value, partition, offset, detail=exc.detail)
+        return
     try:
         started = time.monotonic()
         fetched = await res.fetcher.fetch(upload.bucket, upload.key)
         fetch_ms = (time.monotonic() - started) * 1000
         metrics.fetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
+        check_declared_type(fetched.data, upload.content_type)
         started = time.monotonic()
-        phash, decode_ms = await _phash(res, fetched.data)
+        phash, sha256, decode_ms = await _phash(res, fetched.data)
         hash_ms = (time.monotonic() - started) * 1000
     except PipelineError as exc:
-        await _fail(upload.job_id, exc.code, exc.message, value, partition, offset, image_key=upload.key)
+        await _fail(upload.job_id, exc.code, exc.message, value, partition, offset, image_key=upload.key,
+                    detail=exc.detail)
         return
     except Exception as exc:  # a bug must not lose the job: answer it, keep the traceback
         log.exception("job_id=%s partition=%s offset=%s: unexpected error", upload.job_id, partition, offset)
@@ -66,7 +69,7 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
     metrics.stage_seconds.labels(stage="hash").observe(hash_ms / 1000)
     event = ImageHashed(
         job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=phash,
-        image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at,
+        image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at, sha256=sha256,
         # "decode" only when the image was decoded: a byte-identical re-upload's pHash is looked up instead.
         timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2),
                     **({"decode": round(decode_ms, 2)} if decode_ms is not None else {})},
@@ -75,13 +78,13 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
     await images_hashed_topic.send(key=phash, value=event.to_bytes())
 
 
-async def _phash(res: resources.Resources, data: bytes) -> tuple[str, float | None]:
+async def _phash(res: resources.Resources, data: bytes) -> tuple[str, str, float | None]:
     """The image's pHash, remembered for these exact bytes or else decoded and hashed (off the event loop),
-    and the time spent decoding (None when it was remembered)."""
+    the SHA-256 of the bytes (classify checks it is shown these very bytes), and the time spent decoding
+    (None when it was remembered)."""
     loop = asyncio.get_running_loop()
-    digest = None
+    digest = await loop.run_in_executor(res.executor, content_digest, data)
     if res.digests is not None:
-        digest = await loop.run_in_executor(res.executor, content_digest, data)
         try:
             known = await res.digests.phash_of(digest, max_pixels=res.settings.max_image_pixels)
         except RedisError as exc:  # then decode, as without the cache
@@ -89,25 +92,30 @@ async def _phash(res: resources.Resources, data: bytes) -> tuple[str, float | No
             known = None
         if known is not None:
             metrics.hash_total.labels(path="digest").inc()
-            return known, None
+            return known, digest, None
     started = time.monotonic()
     hashed = await loop.run_in_executor(
-        res.executor, functools.partial(hash_image, data, max_pixels=res.settings.max_image_pixels))
+        res.executor, functools.partial(hash_image, data, max_pixels=res.settings.max_image_pixels,
+                                        limits=ImageLimits.from_settings(res.settings)))
     decode_ms = (time.monotonic() - started) * 1000
     metrics.hash_total.labels(path="decode").inc()
-    if digest is not None and res.digests is not None:
+    if res.digests is not None:
         try:
             await res.digests.remember(digest, hashed.phash, pixels=hashed.width * hashed.height)
         except RedisError as exc:
             log.warning("could not remember the digest (%s)", exc)
-    return hashed.phash, decode_ms
+    return hashed.phash, digest, decode_ms
 
 
 async def _fail(job_id: str | None, code: ErrorCode, message: str, original: bytes, partition: int | None,
-                offset: int | None, *, image_key: str | None = None) -> None:
-    await dead_letter(job_id=job_id, code=code, message=message, stage="fetch_hash",
-                      topic=topics.UPLOADS_COMPLETED, partition=partition, offset=offset, original=original)
+                offset: int | None, *, image_key: str | None = None, detail: str | None = None) -> None:
+    """Dead-letter the event (with the details) and, when it proved its job, fail that job (with ``message``
+    only: results reach clients, and name no internal host, port, bucket or path)."""
+    await dead_letter(job_id=job_id, code=code, message=f"{message} ({detail})" if detail else message,
+                      stage="fetch_hash", topic=topics.UPLOADS_COMPLETED, partition=partition, offset=offset,
+                      original=original)
     if job_id:
         await publish_result(failed_result(job_id, code, message, key=image_key))
     else:
-        log.error("partition=%s offset=%s: event without a job id dead-lettered (%s)", partition, offset, code)
+        log.error("partition=%s offset=%s: event proving no job dead-lettered (%s: %s; %r)", partition, offset,
+                  code, message, (detail or "")[:300])

@@ -102,6 +102,8 @@ class ImageHashed(_Event):
     fetch: FetchInfo
     received_at: AwareDatetime
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # SHA-256 of the bytes that were hashed: classify shows the model these bytes or none (None in older events).
+    sha256: str | None = None
     # Downscaled JPEG (base64) for the model, only when VISION_IMAGE_MODE=data_url; a few tens of KB.
     thumbnail_b64: str | None = None
     # Set by dedupe when a near-duplicate's model call is under way: the event is re-sent keyed by that call's

@@ -18,6 +18,7 @@ import aiohttp
 from models.errors import ErrorCode, PipelineError
 from models.records import FetchInfo, FetchSource
 from models.settings import Settings
+from streams.upload_checks import unsafe_key_reason
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,15 @@ class FetchedImage:
 
 
 class _CdnUnusable(Exception):
-    """The edge could not serve this object; S3 may still have it."""
+    """The edge could not serve this object; S3 may still have it.
+
+    ``str()`` is a short reason without host, port or path (it goes into results as ``fetch.cdn_error``);
+    ``detail`` is for the log.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.detail = detail or reason
 
 
 def parse_cdn_cache(headers: Any) -> Literal["hit", "miss", "unknown"]:
@@ -56,14 +65,19 @@ class ImageFetcher:
 
     async def fetch(self, bucket: str, key: str) -> FetchedImage:
         settings = self._settings
+        # Events are checked before they get here (streams/upload_checks.py); this is the last line: the fetcher
+        # reads the configured bucket only, and no key that could leave the bucket's path on the CDN.
+        if bucket != settings.s3_bucket_name or (reason := unsafe_key_reason(key)) is not None:
+            raise PipelineError(ErrorCode.INVALID_EVENT, "the event's object is not acceptable",
+                                detail=f"bucket={bucket!r:.80} key={key!r:.300}: "
+                                       f"{'another bucket' if bucket != settings.s3_bucket_name else reason}")
         cdn_error: str | None = None
-        # The edge fronts one bucket; an event for another bucket can only be read from S3.
-        if settings.cdn_enabled and bucket == settings.s3_bucket_name:
+        if settings.cdn_enabled:
             try:
                 return await self._from_cdn(key)
             except _CdnUnusable as exc:
                 cdn_error = str(exc)
-                log.warning("CDN fetch failed for key=%s (%s); falling back to S3", key, cdn_error)
+                log.warning("CDN fetch failed for key=%s (%s); falling back to S3", key, exc.detail)
         data = await self._from_s3(bucket, key)
         return FetchedImage(data, FetchInfo(source=FetchSource.S3, bytes=len(data), cdn_error=cdn_error))
 
@@ -73,11 +87,11 @@ class ImageFetcher:
         try:
             async with self._http.get(url, timeout=timeout) as resp:
                 if resp.status >= 300:
-                    raise _CdnUnusable(f"HTTP {resp.status}")
+                    raise _CdnUnusable(f"HTTP {resp.status}", f"HTTP {resp.status} from {url}")
                 self._check_declared_size(resp.content_length)
                 data = await _read_capped(resp.content, self._settings.max_image_bytes)
                 if resp.content_length is not None and len(data) != resp.content_length:
-                    raise _CdnUnusable(f"truncated body: {len(data)} of {resp.content_length} bytes")
+                    raise _CdnUnusable("truncated body", f"truncated body: {len(data)} of {resp.content_length} bytes")
                 age = resp.headers.get("Age")
                 info = FetchInfo(
                     source=FetchSource.CDN,
@@ -86,8 +100,10 @@ class ImageFetcher:
                     cdn_age_s=int(age) if age and age.isdigit() else None,
                 )
                 return FetchedImage(data, info)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _CdnUnusable(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise _CdnUnusable("timeout", f"timeout after {self._settings.fetch_timeout_seconds}s: {url}") from exc
+        except aiohttp.ClientError as exc:  # its text names the edge's host and port: logs only
+            raise _CdnUnusable(type(exc).__name__, f"{type(exc).__name__}: {exc}") from exc
 
     async def _from_s3(self, bucket: str, key: str) -> bytes:
         try:
@@ -95,12 +111,15 @@ class ImageFetcher:
                 self._s3.get_object(Bucket=bucket, Key=key), timeout=self._settings.fetch_timeout_seconds
             )
         except TimeoutError as exc:
-            raise PipelineError(ErrorCode.FETCH_FAILED, "S3 GetObject timed out") from exc
+            raise PipelineError(ErrorCode.FETCH_FAILED, "the image could not be fetched in time",
+                                detail=f"S3 GetObject timed out: s3://{bucket}/{key}") from exc
         except Exception as exc:  # botocore raises ClientError subclasses built at run time
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
-                raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, f"s3://{bucket}/{key} does not exist") from exc
-            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 GetObject failed: {code or type(exc).__name__}") from exc
+                raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, "the image does not exist",
+                                    detail=f"s3://{bucket}/{key} does not exist") from exc
+            raise PipelineError(ErrorCode.FETCH_FAILED, "the image could not be fetched",
+                                detail=f"S3 GetObject failed: {code or type(exc).__name__}: {exc}") from exc
         self._check_declared_size(resp.get("ContentLength"))
         try:
             async with resp["Body"] as body:
@@ -108,10 +127,12 @@ class ImageFetcher:
                     _read_body(body, self._settings.max_image_bytes), timeout=self._settings.fetch_timeout_seconds
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 body read failed: {type(exc).__name__}") from exc
+            raise PipelineError(ErrorCode.FETCH_FAILED, "the image could not be fetched",
+                                detail=f"S3 body read failed: {type(exc).__name__}: {exc}") from exc
         declared = resp.get("ContentLength")
         if declared is not None and len(data) != declared:
-            raise PipelineError(ErrorCode.FETCH_FAILED, f"S3 body truncated: {len(data)} of {declared} bytes")
+            raise PipelineError(ErrorCode.FETCH_FAILED, "the image could not be fetched",
+                                detail=f"S3 body truncated: {len(data)} of {declared} bytes")
         return data
 
     def _check_declared_size(self, size: int | None) -> None:

@@ -108,7 +108,8 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     import streams.app
     import streams.outcomes
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    # Agent tests name their objects freely; the API's key scheme is tested in tests/unit/test_upload_checks.py.
+    settings = Settings(_env_file=None, upload_key_pattern=r"[a-z0-9/_.-]+")  # type: ignore[call-arg]
     monkeypatch.setattr(streams.app, "_settings", settings)
     h = Harness(settings, FakeCache(settings.model_version), FakeVision(), FakeFetcher(), SentTo(), SentTo(),
                 SentTo(), SentTo())

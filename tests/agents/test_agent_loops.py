@@ -27,12 +27,15 @@ async def test_fetch_and_hash_loop_turns_an_event_into_a_hashed_image(harness: H
     harness.fetcher.objects["a.jpg"] = samples.photo_bytes(4)
     async with fetch_and_hash.test_context() as agent:
         await agent.put(key="job-a", value=json.dumps({"job_id": "job-a", "bucket": "waste-images", "key": "a.jpg"}).encode())
-        await agent.put(key="job-b", value=b"not json")
-        # The agent runs several actors (concurrency), so wait for both outcomes, not only for the puts.
+        await agent.put(key="job-b", value=json.dumps({"job_id": "job-b", "bucket": "waste-images"}).encode())
+        await agent.put(key="job-c", value=b"not json")
+        # The agent runs several actors (concurrency), so wait for every outcome, not only for the puts.
         async with asyncio.timeout(10):
-            while not (harness.hashed.messages and harness.results.messages):
+            while not (harness.hashed.messages and harness.results.messages and len(harness.dead_letters.messages) == 2):
                 await asyncio.sleep(0.01)
     assert [json.loads(v)["job_id"] for _, v in harness.hashed.messages] == ["job-a"]
+    # job-b's body names job-b: it is answered; "not json" proves no job, so job-c is dead-lettered only.
+    assert harness.results_by_job().keys() == {"job-b"}
     assert harness.results_by_job()["job-b"]["error"]["code"] == "INVALID_EVENT"
 
 

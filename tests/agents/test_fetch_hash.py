@@ -29,11 +29,43 @@ async def test_a_photo_is_hashed_and_keyed_by_phash(harness: Harness) -> None:
     assert not harness.results.messages
 
 
-async def test_a_malformed_event_is_dead_lettered_and_answered(harness: Harness) -> None:
+async def test_a_malformed_event_is_dead_lettered_only(harness: Harness) -> None:
+    """A body that does not name its job must not fail the job its Kafka key names (someone else's)."""
     await process_upload(b"job-2", b"{oops", 3, 42)
-    assert harness.results_by_job()["job-2"]["error"]["code"] == "INVALID_EVENT"
+    assert not harness.results.messages
     letter = harness.dead_letters.values()[0]
     assert letter["partition"] == 3 and letter["offset"] == 42 and letter["original"] == "{oops"
+    assert letter["code"] == "INVALID_EVENT" and letter["job_id"] is None
+
+
+async def test_an_invalid_event_naming_its_own_job_is_answered(harness: Harness) -> None:
+    await process_upload(b"job-5", json.dumps({"job_id": "job-5", "bucket": "waste-images"}).encode(), 3, 43)
+    result = harness.results_by_job()["job-5"]
+    assert result["error"]["code"] == "INVALID_EVENT" and "key" in result["error"]["message"]
+    assert harness.dead_letters.values()[0]["job_id"] == "job-5"
+
+
+async def test_an_event_under_another_jobs_key_fails_nobody(harness: Harness) -> None:
+    harness.fetcher.objects["p.jpg"] = samples.photo_bytes(9)
+    await process_upload(b"victim", event("attacker", "p.jpg"), 0, 7)
+    await process_upload(None, event("attacker", "p.jpg"), 0, 8)
+    assert not harness.results.messages and not harness.hashed.messages and not harness.fetcher.fetched
+    assert [letter["code"] for letter in harness.dead_letters.values()] == ["INVALID_EVENT"] * 2
+
+
+async def test_events_naming_other_buckets_or_unsafe_keys_touch_nothing(harness: Harness) -> None:
+    bad = {"other-bucket": ("elsewhere", "p.jpg"), "dotdot": ("waste-images", "uploads/../p.jpg"),
+           "encoded": ("waste-images", "uploads%2F..%2Fp.jpg"), "absolute": ("waste-images", "http://evil/p.jpg"),
+           "backslash": ("waste-images", "uploads\\p.jpg"), "control": ("waste-images", "p\r\n.jpg"),
+           "leading-slash": ("waste-images", "/p.jpg"), "overlong": ("waste-images", "a" * 300 + ".jpg")}
+    for job, (bucket, key) in bad.items():
+        value = UploadCompleted(job_id=job, bucket=bucket, key=key).to_bytes()
+        await process_upload(job, value, 0, 1)
+    results = harness.results_by_job()
+    assert results.keys() == bad.keys() and {r["error"]["code"] for r in results.values()} == {"INVALID_EVENT"}
+    assert not harness.fetcher.fetched
+    for result in results.values():  # the client is not told what the worker reads, nor where
+        assert "waste-images" not in result["error"]["message"] and "evil" not in result["error"]["message"]
 
 
 async def test_a_missing_object_fails_the_job(harness: Harness) -> None:
