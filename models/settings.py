@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     # flood in tests/security). Size a container's memory limit from it.
     worker_memory_ceiling_mb: int = Field(default=1024, ge=64)
     # Upload-complete events are checked before anything is fetched: the bucket must be S3_BUCKET_NAME and the
-    # key must match this regex in full. A group named job_id must equal the event's job_id (an event can only
-    # name its own upload). The default is the API's scheme (uploads/{job_id}, a uuid4 hex; the dashed form
+    # key must match this regex in full. A group named job_id, when it matched, must equal the event's job_id
+    # (an event can only name its own upload). The default is the API's scheme (uploads/{job_id}, a uuid4 hex; the dashed form
     # and an image extension are accepted for tools.produce).
     upload_key_pattern: str = (
         r"uploads/(?P<job_id>[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.(?:jpe?g|png|webp))?"
@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     vision_backoff_base_seconds: float = Field(default=0.5, ge=0)
     vision_backoff_max_seconds: float = Field(default=20.0, ge=0)
     vision_concurrency: int = Field(default=16, ge=1)
+    # A global guard on spend, shared by every worker through Redis: model calls allowed per minute and per UTC
+    # day (0 = no limit). A job over either fails with MODEL_BUDGET_EXCEEDED instead of being paid for.
+    model_calls_per_minute: int = Field(default=600, ge=0)
+    model_calls_per_day: int = Field(default=200_000, ge=0)
     # The image's detail level (OpenAI: "low" is a flat 85 tokens for gpt-4o; "high"/"auto" add 170 per 512 px tile).
     vision_image_detail: Literal["low", "high", "auto"] = "low"
     # max_completion_tokens of each call: an answer is ~120 tokens; a cut answer (finish_reason "length") is retried.

@@ -244,11 +244,10 @@ def _sniff_other_format(data: bytes) -> str | None:
 
 def _metadata_bytes(image: Image.Image) -> int:
     """Bytes of metadata the header carried (EXIF, ICC, XMP, comments, PNG text, JPEG APP segments)."""
-    total = sum(len(v) for v in image.info.values() if isinstance(v, bytes | str))
     applist = getattr(image, "applist", None)
-    if applist:
-        total += sum(len(segment) for _, segment in applist)
-    return total
+    if applist is not None:  # JPEG: every APPn segment (EXIF, ICC, XMP, ...), and the comment
+        return sum(len(segment) for _, segment in applist) + len(image.info.get("comment", b""))
+    return sum(len(v) for v in image.info.values() if isinstance(v, bytes | str))
 
 
 def _jpeg_scans(data: bytes, limit: int) -> int:

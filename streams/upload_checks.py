@@ -9,7 +9,8 @@ key the failure would be published under. So, before any network call:
 * the key must be plain (ASCII letters, digits, ``. _ - /``; no empty, ``.`` or ``..`` segment; at most
   ``MAX_KEY_LENGTH`` characters), so it cannot leave the bucket's path on the CDN (``..``, ``%2F``, ``\\``,
   ``http://``, control characters), and must match ``UPLOAD_KEY_PATTERN`` in full; a group named ``job_id`` in
-  the pattern must equal the event's job id, so an event can only name its own upload.
+  the pattern, when it takes part in the match, must equal the event's job id, so an event can only name its own
+  upload.
 
 Messages are what the client sees; the details (the offending key, the bucket) go to logs and dead letters.
 Pure and synchronous: no I/O here.
@@ -90,7 +91,7 @@ def check_upload(settings: Settings, kafka_key: str | None, value: bytes) -> Upl
     if match is None:
         raise RefusedEvent(job_id, "the event's object key is not acceptable",
                            f"key={upload.key!r} does not match UPLOAD_KEY_PATTERN")
-    if "job_id" in match.re.groupindex and match.group("job_id") != job_id:
+    if "job_id" in match.re.groupindex and match.group("job_id") not in (None, job_id):
         raise RefusedEvent(job_id, "the event's object key is not acceptable",
                            f"key={upload.key!r} belongs to another job")
     return upload

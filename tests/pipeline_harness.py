@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,10 @@ from tools.processes import free_port, settings_env, stop_process  # noqa: F401 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
 SIMULATOR_URL = f"http://127.0.0.1:{os.environ.get('SIMULATOR_PORT', '8090')}"
+# Test workers read the API's keys (uploads/{job_id}) and the keys PipelineClient.upload makes (tests/{uuid}.jpg,
+# not bound to a job id); the worker refuses everything else as in production.
+DEFAULT_KEY_PATTERN = Settings.model_fields["upload_key_pattern"].default
+TEST_KEY_PATTERN = rf"(?:{DEFAULT_KEY_PATTERN})|tests/[a-z0-9-]{{1,64}}\.(?:jpg|png|webp)"
 
 
 @dataclass
@@ -71,6 +76,8 @@ def start_worker(settings: Settings, name: str = "worker", *, new_group: bool = 
     ``new_group=False`` restarts a group where it left off, as after a crash.
     """
     settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest", "app_env": "development"})
+    if settings.upload_key_pattern == DEFAULT_KEY_PATTERN:
+        settings = settings.model_copy(update={"upload_key_pattern": TEST_KEY_PATTERN})
     if new_group:
         start_group_at_end_blocking(settings)
     log_dir = STACK_DIR / "logs"
@@ -184,7 +191,8 @@ async def wait_until_pipeline_answers(client: PipelineClient, worker: Worker, ti
             if not worker.alive():
                 raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
             probe = f"probe-{uuid.uuid4()}"
-            await watcher.publish_raw(probe.encode(), b'{"probe": true}')
+            # Invalid (no bucket, no key) but naming its own job: such an event is answered with a failed result.
+            await watcher.publish_raw(probe.encode(), json.dumps({"job_id": probe, "probe": True}).encode())
             try:
                 await watcher.wait_for([probe], timeout=3.0)
             except TimeoutError:
