@@ -1,6 +1,9 @@
 # One entry point for people and CI. `make help` lists the targets.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# Every target runs in development mode (short test secrets accepted; see README "Security"). Production
+# deployments set APP_ENV=production (the default when unset) and real secrets.
+export APP_ENV ?= development
 
 .PHONY: help lint venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench worker api simulator
 

@@ -3,6 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export APP_ENV=${APP_ENV:-development}   # test secrets are short; see README "Security"
 
 bash scripts/bootstrap_venv.sh
 bash scripts/install_chromium.sh

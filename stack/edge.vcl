@@ -28,9 +28,9 @@ sub vcl_recv {
         set req.url = regsub(req.url, "\?.*$", "");
         return (purge);
     }
-    # Uploads go to S3 directly with pre-signed URLs; anything but a read is passed through uncached.
+    # The edge only serves images: uploads go to S3 directly with pre-signed POSTs, never through here.
     if (req.method != "GET" && req.method != "HEAD") {
-        return (pass);
+        return (synth(405, "Method Not Allowed"));
     }
     # Public objects only: no per-user variants, so credentials never reach the origin or the cache key.
     unset req.http.Cookie;
@@ -43,16 +43,45 @@ sub vcl_recv {
 sub vcl_backend_response {
     unset beresp.http.Set-Cookie;
     # Never cache errors: a 403/404 for a key that is uploaded a moment later must not stick for 24 h.
+    # Same status, but our own short text body (vcl_backend_error), not the origin's XML.
     if (beresp.status >= 400) {
-        set beresp.ttl = 0s;
-        set beresp.uncacheable = true;
-        return (deliver);
+        return (error(beresp.status, beresp.reason));
     }
+    # Images only, as images: an object whose Content-Type is not one of the raster types the pipeline takes
+    # (HTML, SVG, XML, a bucket listing, no type at all) is refused, so it can neither run script on this
+    # domain nor be hosted for free. Uploads are pinned to such types; this holds for objects put otherwise.
+    if (beresp.http.Content-Type !~ "^(?i)image/(jpeg|png|webp|gif|avif|heic|heif)\s*(;.*)?$") {
+        return (error(403, "Forbidden: not an image"));
+    }
+    # The bucket's own headers never decide how a browser treats the bytes.
+    unset beresp.http.Content-Disposition;
+    unset beresp.http.Content-Encoding;
     # Fall through to the builtin VCL: it honours Cache-Control (s-maxage, max-age, private,
     # no-store) and Expires; responses without them get the default TTL (-t).
 }
 
+sub vcl_backend_error {
+    # Refusals and origin failures: a short text body of our own, never cached, never the origin's XML.
+    set beresp.http.Content-Type = "text/plain; charset=utf-8";
+    set beresp.ttl = 0s;
+    set beresp.uncacheable = true;
+    synthetic(beresp.status + " " + beresp.reason + {"
+"});
+    return (deliver);
+}
+
+sub vcl_synth {
+    set resp.http.Content-Type = "text/plain; charset=utf-8";
+    synthetic(resp.status + " " + resp.reason + {"
+"});
+    return (deliver);
+}
+
 sub vcl_deliver {
+    # On everything the edge sends: no content sniffing (an image stays an image), and a sandbox with no
+    # script, style or plugin sources should a document ever get through.
+    set resp.http.X-Content-Type-Options = "nosniff";
+    set resp.http.Content-Security-Policy = "default-src 'none'; img-src 'self'; sandbox";
     # Same shape as CloudFront's "Hit from cloudfront" / "Miss from cloudfront": first token says it.
     # Varnish sets Age itself.
     if (obj.hits > 0) {

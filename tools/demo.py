@@ -71,9 +71,12 @@ async def start_pipeline(settings: Settings) -> None:
     worker_pid, new_worker = processes.start(
         "worker", [processes.venv_bin("faust"), "--datadir", str(processes.STACK_DIR / "faust" / app_id),
                    "-A", "streams.app", "worker", "-l", "info"], "streams.app",
-        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest"},
+        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest", "APP_ENV": "development"},
     )
-    api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api")
+    # One machine plays the whole crowd from 127.0.0.1: per-client rate limits off for the demo's API.
+    api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api",
+                                       env={"APP_ENV": "development", "RATE_LIMIT_ANALYZE": "0",
+                                            "RATE_LIMIT_UPLOAD_COMPLETE": "0", "WS_MAX_SOCKETS_PER_CLIENT": "1000"})
     print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
           f"API pid {api_pid} ({'started' if new_api else 'already running'}); logs in {processes.LOG_DIR}")
     await wait_for_api(settings)

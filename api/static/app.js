@@ -30,11 +30,16 @@ function reset() {
 }
 
 // Our API answers errors as {"error": {"code", "message"}}.
-async function api(method, path, token) {
+async function api(method, path, token, body) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
   let resp;
   try {
-    resp = await fetch(path, { method, headers });
+    resp = await fetch(path, init);
   } catch (e) {
     throw new UiError("NETWORK_ERROR", `The service could not be reached (${e.message}).`);
   }
@@ -117,7 +122,17 @@ async function analyze(file) {
   reset();
   try {
     setStatus("Preparing the upload…", "preparing");
-    const job = await api("POST", "/api/v1/waste/analyze");
+    // The upload policy pins this exact type; the API refuses types it does not accept (no SVG, no HTML).
+    let job;
+    try {
+      job = await api("POST", "/api/v1/waste/analyze", null, { content_type: file.type || "application/octet-stream" });
+    } catch (e) {
+      if (e instanceof UiError && e.code === "CONTENT_TYPE_NOT_ALLOWED") {
+        throw new UiError("UPLOAD_REJECTED: CONTENT_TYPE_NOT_ALLOWED",
+          `Only images can be uploaded, this file is "${file.type || "unknown"}". ${e.message}`);
+      }
+      throw e;
+    }
     setStatus("Uploading…", "uploading");
     await uploadToS3(job, file);
     setStatus("Confirming…", "confirming");
