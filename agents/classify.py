@@ -111,6 +111,10 @@ async def _call_and_answer(delivery: Delivery, res: resources.Resources) -> None
     except PipelineError as exc:
         await _fail_all(delivery, exc.code, exc.message)
         return
+    if res.budget is not None and not (verdict := await res.budget.try_spend()).allowed:
+        await _fail_all(delivery, ErrorCode.MODEL_BUDGET_EXCEEDED,
+                        f"the service's model budget per {verdict.window} is used up; try again later")
+        return
     started = time.monotonic()
     try:
         answer = await res.vision.classify(image)

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     MODEL_OUTPUT_INVALID = "MODEL_OUTPUT_INVALID"  # the model answered, but not with a valid classification
     MODEL_REQUEST_REJECTED = "MODEL_REQUEST_REJECTED"  # the endpoint refused the request as invalid (400/404)
     MODEL_REFUSED = "MODEL_REFUSED"  # the model declined to classify the photo (a refusal; not retried)
+    MODEL_BUDGET_EXCEEDED = "MODEL_BUDGET_EXCEEDED"  # MODEL_CALLS_PER_MINUTE or _PER_DAY used up: not paid for
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug: logged with a traceback, the job still gets its result
     IMAGE_REFUSED = "IMAGE_REFUSED"  # an image the guards refuse for its shape: aspect ratio, frames, scans, metadata
     IMAGE_CHANGED = "IMAGE_CHANGED"  # the object's bytes changed between hashing and classification

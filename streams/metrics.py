@@ -15,6 +15,8 @@ model_request_rejected_total = Counter(
     "waste_model_request_rejected_total", "Vision requests the endpoint refused as invalid (4xx), by status",
     ["status"])
 model_refusals_total = Counter("waste_model_refusals_total", "Answers in which the model declined the photo")
+model_budget_refusals_total = Counter(
+    "waste_model_budget_refusals_total", "Model calls not made: MODEL_CALLS_PER_MINUTE/PER_DAY used up", ["window"])
 model_tokens_total = Counter("waste_model_tokens_total", "Tokens the vision endpoint billed, by kind", ["kind"])
 model_latency_seconds = Histogram(
     "waste_model_latency_seconds", "Vision-model latency including retries",

@@ -16,6 +16,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from models.settings import Settings
+from streams.budget import ModelBudget
 from streams.cache import ResultCache
 from streams.clients import s3_client
 from streams.digests import DigestIndex
@@ -35,6 +36,7 @@ class Resources:
     # Pillow releases the GIL while decoding, so threads use both cores without pickling images to processes.
     executor: Executor
     digests: DigestIndex | None = None  # None: every upload is decoded (CONTENT_DIGEST_CACHE=false)
+    budget: ModelBudget | None = None  # None: no guard on model calls
 
 
 class _Holder:
@@ -89,4 +91,6 @@ async def open_resources(settings: Settings):  # type: ignore[no-untyped-def]
             executor=executor,
             digests=(DigestIndex(redis, ttl_seconds=settings.cache_ttl_seconds)
                      if settings.content_digest_cache else None),
+            budget=ModelBudget(redis, per_minute=settings.model_calls_per_minute,
+                               per_day=settings.model_calls_per_day, namespace=settings.vision_model),
         )

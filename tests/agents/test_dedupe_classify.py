@@ -178,3 +178,23 @@ async def test_two_requests_for_one_hash_at_once_make_one_call(harness: Harness)
     assert len(harness.vision.calls) == 1
     results = harness.results_by_job()
     assert results["first"]["cache"]["source"] == "model" and results["again"]["cache"]["hit"] is True
+
+
+async def test_a_used_up_model_budget_fails_the_job_and_its_waiters_without_a_call(harness: Harness) -> None:
+    from dataclasses import replace
+
+    from streams import resources
+    from streams.budget import BudgetVerdict
+
+    class UsedUp:
+        async def try_spend(self) -> BudgetVerdict:
+            return BudgetVerdict(False, "minute")
+
+    resources.install(replace(await resources.ready(), budget=UsedUp()))  # type: ignore[arg-type]
+    for job in ("a", "b"):
+        await deduplicate(hashed(job))
+    await run_requests(harness)
+    results = harness.results_by_job()
+    assert harness.vision.calls == []
+    assert {r["error"]["code"] for r in results.values()} == {"MODEL_BUDGET_EXCEEDED"} and len(results) == 2
+    assert "per minute" in results["a"]["error"]["message"]
