@@ -110,7 +110,8 @@ async def wait_for_worker(settings: Settings, timeout: float = 120) -> None:
         await position_at_end(consumer)
         while time.monotonic() < deadline:
             probe = f"demo-probe-{uuid.uuid4()}".encode()
-            await producer.send_and_wait(topics.UPLOADS_COMPLETED, key=probe, value=b"{}")
+            # Invalid but naming its own job (key == job_id): answered with a failed result, not only dead-lettered.
+            await producer.send_and_wait(topics.UPLOADS_COMPLETED, key=probe, value=b'{"job_id": "%s"}' % probe)
             answer_by = time.monotonic() + 3
             while time.monotonic() < answer_by:
                 for records in (await consumer.getmany(timeout_ms=300)).values():
