@@ -5,6 +5,7 @@
 #   scripts/stack.sh install   fetch/build what is missing, cache it in $STACK_DIR (default <repo>/.stack)
 #   scripts/stack.sh up        start every service on 127.0.0.1 (idempotent), create the bucket
 #   scripts/stack.sh down      stop every service by its own PID
+#   scripts/stack.sh app-down  stop only the worker and the API `make demo` started (the services keep running)
 #   scripts/stack.sh status    one line per service
 #   scripts/stack.sh reset     down, then wipe Kafka and S3 data (downloads are kept)
 #   STACK_RESET=1 scripts/stack.sh up   same as reset, then up
@@ -211,6 +212,16 @@ install_apt_packages() {
         say "apt: redis-server, varnish, curl and a JDK 17+ already installed"
     else
         apt_install "${missing[@]}"
+        # On a systemd host the packages start their system services, on our default ports (redis 6379,
+        # varnish 6081): the stack runs its own, so the services this install brought are stopped and disabled.
+        local svc
+        for svc in redis-server varnish; do
+            [[ " ${missing[*]} " == *" $svc "* && -d /run/systemd/system ]] || continue
+            if systemctl is-enabled --quiet "$svc" 2>/dev/null || systemctl is-active --quiet "$svc" 2>/dev/null; then
+                say "apt: stopping and disabling the system $svc service the package started (the stack runs its own)"
+                systemctl disable --now "$svc" >/dev/null 2>&1 || warn "could not stop the system $svc service: systemctl disable --now $svc"
+            fi
+        done
     fi
     if (( $(java_major) < 17 )); then  # a distribution whose default JDK is older: ask for 17 by name
         apt_install openjdk-17-jdk-headless
@@ -535,6 +546,11 @@ cmd_up() {
     say "up: all services ready in $(since "$t0")s"
 }
 
+cmd_app_down() {
+    stop api "-m api" 15
+    stop worker "streams.app" 45
+}
+
 cmd_down() {
     # Reverse order of dependence: clients of the broker/S3 first. The API and the worker are started
     # by `make demo` (tools/demo.py) with pid files here; when nothing started them this is a no-op.
@@ -581,9 +597,10 @@ main() {
         install) cmd_install ;;
         up) cmd_up ;;
         down) cmd_down ;;
+        app-down) cmd_app_down ;;
         status) cmd_status ;;
         reset) cmd_reset ;;
-        *) echo "usage: $0 {install|up|down|status|reset}" >&2; exit 2 ;;
+        *) echo "usage: $0 {install|up|down|app-down|status|reset}" >&2; exit 2 ;;
     esac
 }
 

@@ -17,6 +17,9 @@ if [[ $# -gt 0 ]]; then
   .venv/bin/python -m pytest "$@"   # not exec: the EXIT trap must still stop the stack
   exit $?
 fi
+# A worker and an API left running by `make demo` would answer the tests' events too (their own consumer group)
+# and call the same simulator: the whole suite runs without them.
+bash scripts/stack.sh app-down
 # The lifecycle tests stop and restart the whole stack, and the worker-restart test must have the broker to
 # its worker alone, so they run last, in a session of their own, after every test that holds a connection.
 set +e
