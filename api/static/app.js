@@ -30,12 +30,12 @@ function reset() {
 }
 
 // Our API answers errors as {"error": {"code", "message"}}.
-async function api(method, path, token, body) {
+async function api(method, path, token, payload) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const init = { method, headers };
-  if (body !== undefined) {
+  if (payload !== undefined) {
     headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = JSON.stringify(payload);
   }
   let resp;
   try {
