@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     upload_key_pattern: str = (
         r"uploads/(?P<job_id>[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.(?:jpe?g|png|webp))?"
     )
+    # Storage events as the trigger (docs/STORAGE_EVENTS.md): the worker turns the bucket's ObjectCreated
+    # notifications (topic waste.storage.events) into upload-complete jobs for jobs the API issued, once per job
+    # whichever of the notification and the upload-complete call comes first. false: notifications are read and
+    # ignored (the app must call upload-complete).
+    storage_events_enabled: bool = True
+    # Where the API's uploads live: listed to find the object of a notification that names none (versitygw's POST
+    # uploads) and by the reconciliation pass.
+    storage_upload_prefix: str = "uploads/"
+    # Reconciliation: every this many seconds (0 = off) one worker lists the uploads of the last
+    # STORAGE_RECONCILE_LOOKBACK_SECONDS that are older than STORAGE_RECONCILE_MIN_AGE_SECONDS and belong to a job
+    # still waiting for its upload, and queues them: a notification the notifier lost costs latency, not the job.
+    storage_reconcile_interval_seconds: float = Field(default=60.0, ge=0)
+    storage_reconcile_min_age_seconds: float = Field(default=30.0, ge=0)
+    storage_reconcile_lookback_seconds: float = Field(default=3600.0, gt=0)
+    storage_reconcile_max_keys: int = Field(default=10_000, ge=1)  # objects listed per pass, at most
     hash_workers: int = Field(default=2, ge=1)
     # Remember the pHash of each upload's SHA-256 in Redis: a byte-identical re-upload then skips the decode.
     content_digest_cache: bool = True

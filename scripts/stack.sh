@@ -11,7 +11,7 @@
 #   STACK_RESET=1 scripts/stack.sh up   same as reset, then up
 #
 # Ports (env): KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 REDIS_PORT=6379 S3_PORT=7070 CDN_PORT=6081
-#              SIMULATOR_PORT=8090
+#              SIMULATOR_PORT=8090 STORAGE_EVENTS_PORT=7071 (the storage-event relay; STACK_STORAGE_EVENTS=0: none)
 # S3 (env):    S3_ACCESS_KEY=test S3_SECRET_KEY=testsecret S3_BUCKET_NAME=waste-images
 # Other:       PYTHON=.venv/bin/python  STACK_SIMULATOR=0 (don't start the simulator)
 #              STACK_TIMEOUT=90 (seconds each readiness check may take)
@@ -51,6 +51,10 @@ REDIS_PORT=${REDIS_PORT:-6379}
 S3_PORT=${S3_PORT:-7070}
 CDN_PORT=${CDN_PORT:-6081}
 SIMULATOR_PORT=${SIMULATOR_PORT:-8090}
+# The storage-event relay (tools/storage_event_relay.py): versitygw posts its bucket notifications there, it writes
+# them to Kafka (waste.storage.events). STACK_STORAGE_EVENTS=0 starts the S3 server without notifications.
+STORAGE_EVENTS_PORT=${STORAGE_EVENTS_PORT:-7071}
+STACK_STORAGE_EVENTS=${STACK_STORAGE_EVENTS:-1}
 S3_ACCESS_KEY=${S3_ACCESS_KEY:-test}
 S3_SECRET_KEY=${S3_SECRET_KEY:-testsecret}
 S3_BUCKET_NAME=${S3_BUCKET_NAME:-waste-images}
@@ -437,7 +441,21 @@ s3_supports_xattr() {
     return $rc
 }
 
+# What the running S3 server was started with must match STACK_STORAGE_EVENTS: one started before the storage
+# events (or with them, when they are now off) is restarted, which takes a second.
+s3_events_match() {
+    local pid; pid=$(read_pid s3)
+    pid_is "$pid" versitygw || return 0
+    local has=0
+    pid_is "$pid" "--event-webhook-url" && has=1
+    [[ $has == "$STACK_STORAGE_EVENTS" ]]
+}
+
 s3_up() {
+    if ! s3_events_match; then
+        say "s3: restarting to switch bucket notifications $([[ $STACK_STORAGE_EVENTS == 1 ]] && echo on || echo off)"
+        stop s3 versitygw 10
+    fi
     already_up s3 versitygw "$S3_PORT" && return 0
     mkdir -p "$S3_DATA"
     local backend=(posix)
@@ -446,13 +464,34 @@ s3_up() {
         backend+=(--sidecar "$S3_SIDECAR")
         say "s3: no user xattrs on $S3_DATA, using sidecar metadata in $S3_SIDECAR"
     fi
+    # Bucket notifications (docs/STORAGE_EVENTS.md): ObjectCreated only (stack/s3-event-filter.json), posted to the
+    # relay. versitygw sends a test event at start-up and refuses to start when the relay does not answer.
+    local events=()
+    if [[ $STACK_STORAGE_EVENTS == 1 ]]; then
+        events=(--event-webhook-url "http://127.0.0.1:$STORAGE_EVENTS_PORT/events"
+                --event-filter "$REPO_DIR/stack/s3-event-filter.json")
+    fi
     # Credentials through the environment, not argv (argv is visible to every user in ps).
     ROOT_ACCESS_KEY=$S3_ACCESS_KEY ROOT_SECRET_KEY=$S3_SECRET_KEY \
         launch s3 "$VERSITYGW_BIN" --port "127.0.0.1:$S3_PORT" --region us-east-1 \
-        --health /_health --keep-alive --quiet --cors-allow-origin '*' \
+        --health /_health --keep-alive --quiet --cors-allow-origin '*' "${events[@]}" \
         "${backend[@]}" "$S3_DATA"
     wait_until "$STACK_TIMEOUT" s3 "$(read_pid s3)" s3_healthy || die "S3 server failed to start"
     say "s3: ready (versitygw $VERSITYGW_VERSION, pid $(read_pid s3), port $S3_PORT)"
+}
+
+# ---- storage-event relay (versitygw webhook -> Kafka) ---------------------------------------------
+relay_ready() {
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$STORAGE_EVENTS_PORT/healthz") == 200 ]]
+}
+
+relay_up() {  # needs Kafka and its topics; the S3 server needs it
+    [[ $STACK_STORAGE_EVENTS == 1 ]] || { say "relay: skipped (STACK_STORAGE_EVENTS=0)"; return 0; }
+    already_up relay tools.storage_event_relay "$STORAGE_EVENTS_PORT" && return 0
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT \
+        launch relay "$PYTHON" -m tools.storage_event_relay --host 127.0.0.1 --port "$STORAGE_EVENTS_PORT"
+    wait_until "$STACK_TIMEOUT" relay "$(read_pid relay)" relay_ready || die "storage-event relay failed to start"
+    say "relay: ready (pid $(read_pid relay), port $STORAGE_EVENTS_PORT -> topic waste.storage.events)"
 }
 
 kafka_topics() {
@@ -533,13 +572,15 @@ cmd_up() {
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     kafka_launch
     redis_up
-    s3_up
-    s3_bootstrap
-    edge_up
+    edge_up   # answers (503) until the S3 server behind it is up
     local sim_ok=0
     simulator_up || sim_ok=1
     kafka_wait
     kafka_topics
+    # The S3 server after Kafka: its bucket notifications go through the relay, which must reach the topic.
+    relay_up
+    s3_up
+    s3_bootstrap
     if (( sim_ok != 0 )); then
         die "simulator failed to start (see $LOG_DIR/simulator.log); the other services are up ($(since "$t0")s)"
     fi
@@ -558,8 +599,9 @@ cmd_down() {
     stop worker "streams.app" 45
     stop simulator "simulator" 10
     stop edge varnishd 10
-    stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds
     stop s3 versitygw 10
+    stop relay tools.storage_event_relay 10
+    stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds
     stop redis redis-server 10
 }
 
@@ -568,6 +610,7 @@ SERVICES=(
     "kafka kafka.Kafka KAFKA_PORT"
     "redis redis-server REDIS_PORT"
     "s3 versitygw S3_PORT"
+    "relay tools.storage_event_relay STORAGE_EVENTS_PORT"
     "edge varnishd CDN_PORT"
     "simulator simulator SIMULATOR_PORT"
 )

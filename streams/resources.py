@@ -37,6 +37,7 @@ class Resources:
     executor: Executor
     digests: DigestIndex | None = None  # None: every upload is decoded (CONTENT_DIGEST_CACHE=false)
     budget: ModelBudget | None = None  # None: no guard on model calls
+    s3: Any = None  # the aiobotocore client (the storage-event trigger lists uploads with it)
 
 
 class _Holder:
@@ -93,4 +94,5 @@ async def open_resources(settings: Settings):  # type: ignore[no-untyped-def]
                      if settings.content_digest_cache else None),
             budget=ModelBudget(redis, per_minute=settings.model_calls_per_minute,
                                per_day=settings.model_calls_per_day, namespace=settings.vision_model),
+            s3=s3,
         )

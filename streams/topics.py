@@ -12,8 +12,11 @@ VISION_REQUESTS = "waste.vision.requests"  # key phash
 ANALYSIS_RESULTS = "waste.analysis.results"  # key job_id; the output contract
 DEAD_LETTER = "waste.dead-letter"  # key job_id when known
 DEDUPE_MAINTENANCE = "waste.dedupe.maintenance"  # key phash; expiry and lost-call checks for the dedupe tables
+STORAGE_EVENTS = "waste.storage.events"  # key object key (or none); the bucket's S3 event notifications
 
-ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER, DEDUPE_MAINTENANCE)
+ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER, DEDUPE_MAINTENANCE,
+              STORAGE_EVENTS)
 
-# The topics a worker's consumer group reads (it only writes the results and dead-letter topics).
-WORKER_SOURCES = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, DEDUPE_MAINTENANCE)
+# The topics a worker's consumer group reads (it writes the results and dead-letter topics, and upload-complete
+# events for the storage notifications it turns into jobs).
+WORKER_SOURCES = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, DEDUPE_MAINTENANCE, STORAGE_EVENTS)
