@@ -19,6 +19,7 @@ from api.results import KafkaResultsSource
 from api.store import RedisJobStore
 from api.uploads import S3Uploads
 from models.settings import Settings
+from streams import kafka_security
 
 log = logging.getLogger("api.backends")
 
@@ -40,8 +41,9 @@ async def connect(settings: Settings) -> AsyncIterator[Backends]:
         redis = Redis.from_pool(pool)
         stack.push_async_callback(redis.aclose)
 
+        # The api principal: may write uploads and read results, nothing else (tools/kafka_acls.py).
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_security.client_kwargs(settings, "api"),
             client_id="waste-api",
             acks="all",
             request_timeout_ms=15_000,
@@ -83,7 +85,8 @@ async def connect(settings: Settings) -> AsyncIterator[Backends]:
                 max_bytes=settings.upload_max_bytes,
                 expires_s=settings.upload_url_expires_seconds,
             ),
-            results=KafkaResultsSource(settings.kafka_bootstrap_servers, settings.results_retention_seconds),
+            results=KafkaResultsSource(settings.kafka_bootstrap_servers, settings.results_retention_seconds,
+                                       security=kafka_security.security_kwargs(settings, "api")),
             cache_admin=RedisCacheAdmin(redis),
             ratelimit=RedisRateLimiter(redis),
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -37,14 +37,17 @@ class ResultsSource(Protocol):
 
 
 class KafkaResultsSource:
-    def __init__(self, bootstrap_servers: str, lookback_s: int, client_id: str = "waste-api-results") -> None:
+    def __init__(self, bootstrap_servers: str, lookback_s: int, client_id: str = "waste-api-results",
+                 security: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})  # aiokafka's security_protocol/sasl_* (streams/kafka_security.py)
         self._lookback_s = lookback_s
         self._client_id = client_id
 
     def _consumer(self, suffix: str = "") -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
+            **self._security,
             client_id=self._client_id + suffix,
             group_id=None,
             enable_auto_commit=False,

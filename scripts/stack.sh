@@ -360,11 +360,60 @@ kafka_cmd() {
         "-Dkafka.logs.dir=$LOG_DIR" -cp "$KAFKA_HOME/lib/*" "$@")
 }
 
+# ---- kafka credentials (README "Security") -------------------------------------------------------
+# One SCRAM-SHA-512 principal per service: admin (the broker itself and the stack's tools; the only super user),
+# api and worker (their ACLs: tools/kafka_acls.py). Passwords are generated once per stack (or taken from
+# KAFKA_ADMIN_PASSWORD, KAFKA_API_PASSWORD, KAFKA_WORKER_PASSWORD) into $KAFKA_CREDENTIALS, mode 600; they are
+# never printed and never on a command line (ps shows every argv). Clients in development mode (make, the tests,
+# the demo) read that file (streams/kafka_security.py); production sets KAFKA_SASL_USERNAME/PASSWORD.
+KAFKA_CREDENTIALS=$KAFKA_HOME/credentials.env
+KAFKA_PRINCIPALS=(admin api worker)
+# The worker principal's consumer groups and internal topics (changelogs, repartitions): every app id the stack
+# runs (waste-analysis, and the tests', benchmarks' and demo's waste-test-*, waste-bench-*, waste-demo-*, ...).
+KAFKA_WORKER_PREFIX=${KAFKA_WORKER_PREFIX:-waste-}
+
+kafka_password() {  # kafka_password NAME -> that principal's password (from the credentials file)
+    awk -F= -v k="KAFKA_$(tr '[:lower:]' '[:upper:]' <<<"$1")_PASSWORD" \
+        '$1 == k { print substr($0, length(k) + 2); found = 1; exit } END { exit !found }' "$KAFKA_CREDENTIALS"
+}
+
+kafka_credentials() {
+    [[ -s $KAFKA_CREDENTIALS ]] && return 0
+    mkdir -p "$KAFKA_HOME"
+    local name var pw
+    rm -f "$KAFKA_CREDENTIALS.tmp"
+    (
+        umask 077
+        {
+            echo "# Kafka credentials of this stack (scripts/stack.sh; mode 600). Not to be printed or committed."
+            echo "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT"
+            echo "KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+            for name in "${KAFKA_PRINCIPALS[@]}"; do
+                var=KAFKA_$(tr '[:lower:]' '[:upper:]' <<<"$name")_PASSWORD
+                pw=${!var:-$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | cut -c1-32)}
+                [[ $pw =~ ^[A-Za-z0-9._~-]{16,}$ ]] \
+                    || { echo "[stack] ERROR: $var must be 16 or more of A-Z a-z 0-9 . _ ~ -" >&2; exit 1; }
+                echo "$var=$pw"
+            done
+        } >"$KAFKA_CREDENTIALS.tmp"
+    ) || die "kafka: could not write $KAFKA_CREDENTIALS"
+    mv -f "$KAFKA_CREDENTIALS.tmp" "$KAFKA_CREDENTIALS"
+    say "kafka: SCRAM credentials for ${KAFKA_PRINCIPALS[*]} written to $KAFKA_CREDENTIALS (mode 600)"
+}
+
+kafka_credentials_digest() { sha256sum "$KAFKA_CREDENTIALS" | cut -d' ' -f1; }
+
 kafka_render_config() {
-    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+    kafka_credentials
+    local text admin_pw
+    admin_pw=$(kafka_password admin) || die "kafka: no admin password in $KAFKA_CREDENTIALS"
+    text=$(sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
         -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
         -e "s#@KAFKA_DATA_DIR@#$KAFKA_DATA#g" \
-        stack/kafka/server.properties.in >"$KAFKA_HOME/server.properties"
+        stack/kafka/server.properties.in)
+    # The password is substituted by the shell (no sed argv) into a file only we can read.
+    rm -f "$KAFKA_HOME/server.properties"
+    (umask 077; printf '%s\n' "${text//@KAFKA_ADMIN_PASSWORD@/$admin_pw}" >"$KAFKA_HOME/server.properties")
 }
 
 # Cluster ids are 16 random bytes, base64url without padding (22 chars). Kafka never starts one
@@ -377,12 +426,38 @@ kafka_cluster_id() {
 }
 
 kafka_format_once() {
-    [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+    # SCRAM users live in the metadata log: they are added when the storage is formatted (the broker cannot
+    # authenticate anyone, itself included, before). A storage formatted before SASL, or for other passwords,
+    # is formatted again: a dev stack's topics are recreated by `up`, its data is disposable.
+    local marker=$KAFKA_DATA/.scram-credentials
+    if [[ -f $KAFKA_DATA/meta.properties ]]; then
+        [[ -f $marker && $(cat "$marker") == "$(kafka_credentials_digest)" ]] && return 0
+        say "kafka: the storage in $KAFKA_DATA has no SCRAM users for $KAFKA_CREDENTIALS: formatting it again (its topics and offsets are dropped)"
+        rm -rf "$KAFKA_DATA"
+    fi
     mkdir -p "$KAFKA_DATA"
-    say "kafka: formatting storage in $KAFKA_DATA (first start)"
-    kafka_cmd -Xmx256m kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$KAFKA_HOME/server.properties"
-    "${KAFKA_CMD[@]}" >>"$LOG_DIR/kafka.log" 2>&1 \
-        || { tail -n 20 "$LOG_DIR/kafka.log" >&2; die "kafka storage format failed"; }
+    say "kafka: formatting storage in $KAFKA_DATA with SCRAM users ${KAFKA_PRINCIPALS[*]}"
+    # The command line goes through a mode-600 argument file (java @file), so no password is ever in argv.
+    local args=$KAFKA_HOME/format.args name pw arg rc=0
+    local -a scram=()
+    for name in "${KAFKA_PRINCIPALS[@]}"; do
+        pw=$(kafka_password "$name") || die "kafka: no password for $name in $KAFKA_CREDENTIALS"
+        scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$pw]")
+    done
+    kafka_cmd -Xmx256m kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$KAFKA_HOME/server.properties" \
+        "${scram[@]}"
+    rm -f "$args"
+    (
+        umask 077
+        for arg in "${KAFKA_CMD[@]:1}"; do   # every argument but `java`, quoted for the argument file
+            arg=${arg//\\/\\\\}
+            printf '"%s"\n' "${arg//\"/\\\"}"
+        done >"$args"
+    )
+    java "@$args" >>"$LOG_DIR/kafka.log" 2>&1 || rc=$?
+    rm -f "$args"
+    (( rc == 0 )) || { tail -n 20 "$LOG_DIR/kafka.log" >&2; die "kafka storage format failed"; }
+    kafka_credentials_digest >"$marker"
 }
 
 kafka_started() {  # the broker logs this line once it serves clients
@@ -494,10 +569,22 @@ relay_up() {  # needs Kafka and its topics; the S3 server needs it
     say "relay: ready (pid $(read_pid relay), port $STORAGE_EVENTS_PORT -> topic waste.storage.events)"
 }
 
+kafka_acls() {
+    # What each principal may do (tools/kafka_acls.py); idempotent. The admin principal applies them.
+    if [[ ! -s $KAFKA_CREDENTIALS ]]; then
+        warn "kafka: this broker was started before SASL/ACLs were configured and accepts anonymous clients; restart the stack (scripts/stack.sh down; scripts/stack.sh up) to close it"
+        return 0
+    fi
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT \
+        "$PYTHON" -m tools.kafka_acls apply --worker-prefix "$KAFKA_WORKER_PREFIX" \
+        | sed 's/^/[stack] acls: /' || die "setting the Kafka ACLs failed"
+}
+
 kafka_topics() {
     # The pipeline's topics with their partition counts, before any client can auto-create one with a single
     # partition (tools/kafka_admin.py). Existing topics are left as they are.
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT "$PYTHON" -m tools.kafka_admin create-topics \
+    # As the admin principal: development mode reads the stack's credentials file (streams/kafka_security.py).
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT "$PYTHON" -m tools.kafka_admin create-topics \
         | sed 's/^/[stack] topics: /' || die "creating the Kafka topics failed"
 }
 
@@ -535,12 +622,14 @@ edge_answers() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$
 edge_up() {
     already_up edge varnishd "$CDN_PORT" && return 0
     edge_dir
-    sed -e "s#@ORIGIN_HOST@#127.0.0.1#g" -e "s#@ORIGIN_PORT@#$S3_PORT#g" stack/edge.vcl >"$EDGE_DIR/edge.vcl.tmp"
+    # TTLs and response headers come from infra/cdn-policy.json, the file CloudFront's Terraform reads too.
+    "$PYTHON" -m tools.edge_vcl --origin-host 127.0.0.1 --origin-port "$S3_PORT" --out "$EDGE_DIR/edge.vcl.tmp" \
+        || die "edge: rendering stack/edge.vcl from infra/cdn-policy.json failed"
     chmod 644 "$EDGE_DIR/edge.vcl.tmp" && mv -f "$EDGE_DIR/edge.vcl.tmp" "$EDGE_DIR/edge.vcl"
     # Foreground (-F) so the PID we record is varnishd's manager; TERM on it stops the cache child too.
     # -T on an ephemeral localhost port keeps varnishadm (ban/purge by hand) usable with -n.
     launch edge varnishd -F -a "127.0.0.1:$CDN_PORT" -T 127.0.0.1:0 -n "$VARNISH_DIR" \
-        -f "$EDGE_DIR/edge.vcl" -s malloc,256m -t 86400 -p default_grace=0
+        -f "$EDGE_DIR/edge.vcl" -s malloc,256m -p default_grace=0
     wait_until "$STACK_TIMEOUT" edge "$(read_pid edge)" edge_answers || die "varnish failed to start"
     say "edge: ready (varnish, pid $(read_pid edge), port $CDN_PORT -> origin 127.0.0.1:$S3_PORT)"
 }
@@ -576,6 +665,7 @@ cmd_up() {
     local sim_ok=0
     simulator_up || sim_ok=1
     kafka_wait
+    kafka_acls
     kafka_topics
     # The S3 server after Kafka: its bucket notifications go through the relay, which must reach the topic.
     relay_up

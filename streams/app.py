@@ -15,7 +15,7 @@ import faust
 from mode import Service
 
 from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
-from streams import faust_fixes, logs, resources, vision
+from streams import faust_fixes, kafka_security, logs, resources, vision
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
     vision.check_request_contract()
     conf.id = s.app_id
     conf.broker = s.kafka_broker_url
+    # The worker principal (SASL/SCRAM on the local stack; streams/kafka_security.py): consumer, producer, admin.
+    conf.broker_credentials = kafka_security.faust_credentials(s, "worker")
     conf.topic_partitions = s.topic_partitions
     conf.topic_replication_factor = s.topic_replication_factor
     conf.web_enabled = s.worker_web_enabled

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings
-from streams import topics
+from streams import kafka_security, topics
 from streams.clients import s3_client
 from tools.kafka_admin import partition_counts, position_at_end, start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process  # noqa: F401 (free_port is re-exported for the tests)
@@ -127,9 +127,10 @@ class PipelineClient:
 
     @contextlib.asynccontextmanager
     async def results(self) -> AsyncIterator[ResultWatcher]:
-        consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    group_id=None, auto_offset_reset="latest")
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        # As the API's principal (writes upload events, reads results): the suite proves its ACLs suffice.
+        kafka = kafka_security.client_kwargs(self.settings, "api")
+        consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None, auto_offset_reset="latest")
+        producer = AIOKafkaProducer(**kafka)
         await consumer.start()
         await producer.start()
         try:

@@ -26,7 +26,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.settings import Settings, load_settings
-from streams import topics
+from streams import kafka_security, topics
 from tools import processes
 from tools.kafka_admin import position_at_end, start_group_at_end
 from tools.photos import SAMPLES_DIR, image_files
@@ -100,9 +100,9 @@ async def wait_for_api(settings: Settings, timeout: float = 60) -> None:
 
 async def wait_for_worker(settings: Settings, timeout: float = 120) -> None:
     """Ready when the worker answers a probe event (an invalid one gets a `failed` result)."""
-    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka_security.client_kwargs(settings, "api"),
                                 group_id=None, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(**kafka_security.client_kwargs(settings, "api"))
     await consumer.start()
     await producer.start()
     try:

@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from models.settings import Settings
-from streams import topics
+from streams import kafka_security, topics
 
 # Partitions of these line up with each other and with the dedupe tables' changelogs.
 PHASH_KEYED = (topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE)
@@ -36,7 +36,7 @@ PHASH_KEYED = (topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINT
 async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS,
                         timeout: float = 30.0) -> dict[str, int]:
     """Create the missing topics; returns every topic's partition count (a pre-existing topic keeps its own)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_security.client_kwargs(settings, "admin"))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -62,7 +62,7 @@ async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_
 
 async def partition_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
     """Partition counts of the topics in ``names`` that exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_security.client_kwargs(settings, "admin"))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -83,7 +83,7 @@ async def start_group_at_end(settings: Settings, group_id: str | None = None,
                   for p in range(count)]
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = AIOKafkaConsumer(**kafka_security.client_kwargs(settings, "admin"),
                                 group_id=group_id or settings.app_id, enable_auto_commit=False)
     await consumer.start()
     try:

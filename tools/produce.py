@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.records import AnalysisResult, UploadCompleted, utcnow
 from models.settings import Settings, load_settings
-from streams import topics
+from streams import kafka_security, topics
 from streams.clients import s3_client
 from tools.kafka_admin import position_at_end
 from tools.photos import image_files
@@ -85,9 +85,10 @@ async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: boo
     calls_before = await simulator_calls(simulator_url)
     summary = Summary()
     pending = {j.job_id: j for j in jobs}
-    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=settings.kafka_bootstrap_servers,
+    # The API's principal: it writes upload events and reads results, like the API (streams/kafka_security.py).
+    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka_security.client_kwargs(settings, "api"),
                                 group_id=None, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_security.client_kwargs(settings, "api"), linger_ms=5)
     await consumer.start()
     await producer.start()
     try:

@@ -20,6 +20,7 @@ from api.app import create_app
 from api.logs import PathOnlyAccessLogger
 from models.records import AnalysisResult
 from models.settings import Settings
+from streams import kafka_security
 from streams.topics import ANALYSIS_RESULTS
 
 
@@ -82,7 +83,7 @@ class TopicReader:
 async def topic_reader(settings: Settings, topic: str) -> AsyncIterator[TopicReader]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_security.client_kwargs(settings, "admin"),  # any topic, a group of its own: the stack's admin
         group_id=f"test-api-{uuid4().hex[:12]}",
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -103,7 +104,8 @@ async def topic_reader(settings: Settings, topic: str) -> AsyncIterator[TopicRea
 @asynccontextmanager
 async def results_writer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """Plays the worker's role: writes AnalysisResults to the results topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    # As the worker principal, the only one (besides admin) that may write results.
+    producer = AIOKafkaProducer(**kafka_security.client_kwargs(settings, "worker"))
     await producer.start()
     try:
         yield producer

@@ -136,7 +136,10 @@ async def test_missing_object_and_malformed_events(pipeline) -> None:  # type: i
 async def test_failures_reach_the_dead_letter_topic(pipeline) -> None:  # type: ignore[no-untyped-def]
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topics.DEAD_LETTER, bootstrap_servers=pipeline.settings.kafka_bootstrap_servers,
+    from streams import kafka_security
+
+    # Dead letters are for operators: neither the api principal nor the test client's may read them.
+    consumer = AIOKafkaConsumer(topics.DEAD_LETTER, **kafka_security.client_kwargs(pipeline.settings, "admin"),
                                 group_id=None, auto_offset_reset="latest")
     await consumer.start()
     try:

@@ -36,6 +36,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def admin_kafka(bootstrap: str) -> dict[str, Any]:
+    """aiokafka arguments for the stack's admin principal: these tests use topics and groups of their own."""
+    from models.settings import Settings
+    from streams import kafka_security
+
+    return kafka_security.client_kwargs(Settings(app_env="development", kafka_bootstrap_servers=bootstrap), "admin")
+
+
 # ---------------------------------------------------------------------------------------------- Kafka
 
 
@@ -46,7 +54,7 @@ async def test_kafka_produce_consume_round_trip(stack_kafka: str) -> None:
     topic, group = unique("stack-roundtrip"), unique("stack-group")
     sent = [f"message-{i}".encode() for i in range(5)]
 
-    producer = AIOKafkaProducer(bootstrap_servers=stack_kafka, acks="all")
+    producer = AIOKafkaProducer(**admin_kafka(stack_kafka), acks="all")
     await producer.start()
     try:
         for value in sent:  # the first send auto-creates the topic (auto.create.topics.enable=true)
@@ -55,7 +63,7 @@ async def test_kafka_produce_consume_round_trip(stack_kafka: str) -> None:
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=stack_kafka, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, **admin_kafka(stack_kafka), group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     received: list[bytes] = []
@@ -81,10 +89,15 @@ async def test_faust_table_with_changelog_on_the_real_broker(stack_kafka: str) -
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from models.settings import Settings
+    from streams import kafka_security
+
     app_id = unique("stack-faust")
     app = faust.App(
         app_id,
         broker=f"kafka://{stack_kafka}",
+        broker_credentials=kafka_security.faust_credentials(
+            Settings(app_env="development", kafka_bootstrap_servers=stack_kafka), "admin"),
         store="memory://",
         topic_partitions=1,
         web_enabled=False,
@@ -102,7 +115,7 @@ async def test_faust_table_with_changelog_on_the_real_broker(stack_kafka: str) -
         async for event in stream:
             counts[event.kind] += 1
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack_kafka)
+    admin = AIOKafkaAdminClient(**admin_kafka(stack_kafka))
     await admin.start()
     try:
         # The source topic must exist before the worker joins its group: the assignor ignores
@@ -135,7 +148,7 @@ async def test_faust_table_with_changelog_on_the_real_broker(stack_kafka: str) -
         await admin.close()
 
     # The table's updates reached Kafka: the changelog holds the latest count per key.
-    reader = AIOKafkaConsumer(bootstrap_servers=stack_kafka, enable_auto_commit=False)
+    reader = AIOKafkaConsumer(**admin_kafka(stack_kafka), enable_auto_commit=False)
     await reader.start()
     try:
         partition = TopicPartition(changelog, 0)
