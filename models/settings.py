@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,6 +45,19 @@ class Settings(BaseSettings):
     # A worker that dies without leaving its group (killed, machine lost) holds its partitions this long
     # before the others take them over.
     kafka_session_timeout_seconds: float = Field(default=60.0, ge=6.0)
+    # Who a client is to Kafka (streams/kafka_security.py builds every client's arguments from these). Unset
+    # protocol: in development mode the local stack's generated credentials ({STACK_DIR}/kafka/credentials.env,
+    # one principal per role: admin, api, worker) when that file exists, else PLAINTEXT; production refuses to
+    # start without a protocol (check_secrets). SASL_PLAINTEXT only on a trusted network (the stack: loopback).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None  # CA bundle for SSL/SASL_SSL (default: the system's)
+    kafka_ssl_certfile: str | None = None  # client certificate and key for mutual TLS (SSL)
+    kafka_ssl_keyfile: str | None = None
+    # Where scripts/stack.sh keeps the local stack (its Kafka credentials file is read in development mode only).
+    stack_dir: str = str(Path(__file__).resolve().parents[1] / ".stack")
     # How long a worker group remembers (in Redis) which jobs it has published a result for, so events
     # redelivered after a crash or rebalance do not publish a second one.
     result_dedup_ttl_seconds: int = Field(default=24 * 3600, ge=1)
@@ -196,6 +210,13 @@ class Settings(BaseSettings):
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if raw is None or (isinstance(raw, str) and not raw.strip()) else value
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_username", "kafka_sasl_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # KAFKA_SASL_USERNAME= in a compose file or an env file means "not set", not a user with an empty name.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
     @field_validator("cdn_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -232,12 +253,26 @@ def check_secrets(settings: Settings) -> None:
         problems.append(f"API_TOKEN_SECRET is a default, empty or shorter than {MIN_SECRET_LENGTH} characters")
     if settings.api_admin_token is not None and len(settings.api_admin_token.get_secret_value()) < MIN_SECRET_LENGTH:
         problems.append(f"API_ADMIN_TOKEN is shorter than {MIN_SECRET_LENGTH} characters (leave it empty to disable)")
+    problems += _kafka_problems(settings)
     if problems:
         raise InsecureSettingsError(
             "refusing to start: " + "; ".join(problems)
             + ". Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, "
             "or set APP_ENV=development on a developer machine."
         )
+
+
+def _kafka_problems(settings: Settings) -> list[str]:
+    protocol = settings.kafka_security_protocol
+    if protocol is None:
+        return ["KAFKA_SECURITY_PROTOCOL is not set (SASL_SSL with KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD; "
+                "PLAINTEXT only for a broker that authenticates clients some other way)"]
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        if not settings.kafka_sasl_username or len(password) < 16:
+            return [f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and a KAFKA_SASL_PASSWORD "
+                    "of 16 or more characters"]
+    return []
 
 
 def load_settings(**overrides: Any) -> Settings:
