@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     inflight_timeout_seconds: float = Field(default=120.0, gt=0)
     # Near-duplicate tier (docs/NEAR_DUPLICATES.md): reuse a cached result whose pHash is within this many bits
     # (Hamming distance) of the new one; 0 matches exact hashes only. 12 puts 99.9% of pairs of re-uploads of
-    # the shared photos (re-encode, resize, screenshot, +10% brightness, EXIF rotation) within reach, while the
+    # the team's 330 photos (re-encode, resize, screenshot, +10% brightness, EXIF rotation) within reach, while the
     # closest two different photos are 78 bits apart (52 counting crops and captions).
     near_duplicate_max_distance: int = Field(default=12, ge=0, le=31)
     # Let a near-duplicate wait on a model call under way for a hash within that distance (on any partition,

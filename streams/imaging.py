@@ -24,7 +24,7 @@ from models.errors import ErrorCode, PipelineError
 
 HASH_SIZE = 16  # 16x16 DCT bits = 256-bit pHash, as in the original design
 # imagehash.phash resizes to 64 px, but drafting right down to 64 px changes the LANCZOS input so much that
-# hashes drift up to 24 bits from a full decode (measured on the shared photos). Drafting to >= 256 px keeps
+# hashes drift up to 24 bits from a full decode (measured on the team's 330 photos). Drafting to >= 256 px keeps
 # them within 4 bits and still lets libjpeg scale a 4032x3024 phone photo by 1/8.
 _DRAFT_MIN_PX = 256
 # The thumbnail sent to the vision model: long side at most this. Made only for a model call (a cache miss).
