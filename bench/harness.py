@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.records import UploadCompleted, utcnow
 from models.settings import Settings
-from streams import topics
+from streams import kafka_security, topics
 from streams.clients import s3_client
 from tools.kafka_admin import position_at_end, start_group_at_end_blocking
 from tools.processes import free_port, settings_env, stop_process
@@ -283,10 +283,10 @@ class Pipe:
         self._waiters: dict[str, asyncio.Future[Arrival]] = {}
 
     async def __aenter__(self) -> Pipe:
-        bootstrap = self.settings.kafka_bootstrap_servers
-        self._consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, bootstrap_servers=bootstrap, group_id=None,
+        kafka = kafka_security.client_kwargs(self.settings, "api")  # writes uploads, reads results, like the API
+        self._consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None,
                                           auto_offset_reset="latest", fetch_max_wait_ms=100)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+        self._producer = AIOKafkaProducer(**kafka, linger_ms=0, acks=1)
         await self._consumer.start()
         await self._producer.start()
         await position_at_end(self._consumer)
@@ -417,7 +417,7 @@ async def delete_app_topics(settings: Settings, app_id: str) -> int:
     """Remove the changelog/leader topics a bench worker created (its app id is unique to the run)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_security.client_kwargs(settings, "admin"))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
