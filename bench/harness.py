@@ -52,6 +52,7 @@ class Proc:
     process: subprocess.Popen[bytes]
     log_path: Path
     cleanup: list[Path] = field(default_factory=list)
+    web_port: int | None = None  # a worker's /metrics
 
     @property
     def pid(self) -> int:
@@ -83,16 +84,25 @@ def _spawn(name: str, argv: list[str], settings: Settings, tag: str) -> subproce
     return process
 
 
-def start_worker(settings: Settings) -> Proc:
-    """``faust -A streams.app worker``, its table data in bench/.cache (removed on stop)."""
+def start_worker(settings: Settings, index: int = 0) -> Proc:
+    """``faust -A streams.app worker``, its table data in bench/.cache (removed on stop).
+
+    Workers ``index`` 1, 2, ... join the same group as worker 0 (one process per core, as Faust deployments
+    scale); each has its own data folder and web port. Only worker 0 positions a new group at the end.
+    """
     settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
-    start_group_at_end_blocking(settings)  # a new group: skip earlier runs' events, never its own
-    datadir = BENCH_CACHE / "faust" / settings.app_id
+    if index == 0:
+        start_group_at_end_blocking(settings)  # a new group: skip earlier runs' events, never its own
+    else:
+        settings = settings.model_copy(update={"worker_web_port": free_port()})
+    name = "worker" if index == 0 else f"worker-{index + 1}"
+    tag = f"{settings.app_id}-{index}" if index else settings.app_id
+    datadir = BENCH_CACHE / "faust" / tag
     datadir.parent.mkdir(parents=True, exist_ok=True)
     faust_bin = Path(sys.executable).with_name("faust")
     argv = [str(faust_bin), "--datadir", str(datadir), "-A", "streams.app", "worker", "-l", "info"]
-    process = _spawn("worker", argv, settings, settings.app_id)
-    return Proc("worker", process, STACK_DIR / "logs" / f"bench-worker-{settings.app_id}.log", [datadir])
+    process = _spawn("worker", argv, settings, tag)
+    return Proc(name, process, STACK_DIR / "logs" / f"bench-worker-{tag}.log", [datadir], settings.worker_web_port)
 
 
 def start_api(settings: Settings) -> Proc:
@@ -382,6 +392,36 @@ async def wait_until_pipeline_answers(pipe: Pipe, worker: Proc, probe_key: str, 
     raise TimeoutError(f"the worker did not answer within {timeout}s:\n{worker.log_tail()}")
 
 
+async def wait_until_group_settled(workers: list[Proc], timeout: float = 120.0) -> float:
+    """Every worker ready and, together, holding every partition of every topic they read exactly once: no
+    rebalance left to happen under a measurement. Returns the seconds it took."""
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() - started < timeout:
+            held: dict[str, list[int]] = collections.defaultdict(list)
+            counts: dict[str, int] = collections.defaultdict(int)
+            generations = set()
+            ready = 0
+            for worker in workers:
+                if not worker.alive():
+                    raise RuntimeError(f"{worker.name} exited:\n{worker.log_tail()}")
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, ValueError):
+                    async with http.get(f"http://127.0.0.1:{worker.web_port}/readyz",
+                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                        body = await resp.json(content_type=None)
+                        ready += resp.status == 200
+                        generations.add(body["generation"])
+                        for topic, partitions in body["partitions_held"].items():
+                            held[topic] += partitions
+                            # A worker may not know a count (null) while another does.
+                            counts[topic] = max(counts[topic], body["partition_counts"][topic] or 0)
+            if ready == len(workers) and len(generations) == 1 and counts and all(
+                    n and sorted(held[t]) == list(range(n)) for t, n in counts.items()):
+                return time.monotonic() - started
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"the workers did not settle within {timeout}s")
+
+
 def probe_image() -> bytes:
     """A small, unique JPEG: the readiness probe (one model call, then cache hits)."""
     import io
@@ -395,16 +435,22 @@ def probe_image() -> bytes:
     return out.getvalue()
 
 
-async def worker_counters(settings: Settings) -> dict[str, float]:
-    """The bench worker's Prometheus counters (``waste_events_total{stage="upload"}`` and friends)."""
-    out: dict[str, float] = {}
-    try:
-        async with aiohttp.ClientSession() as http, http.get(
-            f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp:
-            text = await resp.text()
-    except (TimeoutError, aiohttp.ClientError):
-        return out
+async def worker_counters(ports: Iterable[int]) -> dict[str, float]:
+    """The bench workers' Prometheus counters (``waste_events_total{stage="upload"}`` and friends), summed."""
+    out: dict[str, float] = collections.defaultdict(float)
+    async with aiohttp.ClientSession() as http:
+        for port in ports:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    text = await r.text()
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+            for line in text.splitlines():
+                if line.startswith(("waste_events_total{", "waste_model_calls_total{", "waste_results_total{")):
+                    name, _, value = line.rpartition(" ")
+                    with contextlib.suppress(ValueError):
+                        out[name] += float(value)
+    return dict(out)
     for line in text.splitlines():
         if line.startswith(("waste_events_total{", "waste_model_calls_total{", "waste_results_total{")):
             name, _, value = line.rpartition(" ")

@@ -108,20 +108,35 @@ def _get(result: dict[str, Any], path: str) -> Any:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the issue: the measured value, the bound, met or not (None when not measured)."""
+    """Each target: the measured value, the bound, met or not (None when not measured in this run).
+
+    A target is met only if every repeat meets it and no result went missing: the worst run counts, not the
+    median. Ratios are of two figures of this run. The targets are the decode-every-upload path's (the
+    headline); the byte-identical path has its own section and no targets.
+    """
     two_core = _get(result, "hash.two_core_img_s")
     sustained = _get(result, "e2e.sustained_ev_s")
-    calls, distinct = _get(result, "miss_burst.model_calls"), _get(result, "miss_burst.distinct")
+    ten = _get(result, "e2e.rates.10") or {}
+    miss = _get(result, "miss_burst") or {}
+    runs = miss.get("runs") or []
+    calls_vs_distinct = ", ".join(f"{x['model_calls']}/{x['distinct_phash']}" for x in runs) or None
+    p99 = ten.get("worst_p99_ms")
     rows = [
         ("hash: project / seed (1 core)", _get(result, "hash.project_vs_seed"), ">= 4.5x", lambda v: v >= 4.5),
         ("hash: project / decode floor", _get(result, "hash.project_vs_floor"), ">= 0.90", lambda v: v >= 0.90),
         ("hash: two cores / one core", _get(result, "hash.two_core_speedup"), ">= 1.7x", lambda v: v >= 1.7),
-        ("e2e hit p99 at 10 ev/s (ms)", _get(result, "e2e.p99_ms"), "< 150", lambda v: v < 150),
-        ("sustained / two-core hashing",
-         round(sustained / two_core, 3) if sustained is not None and two_core else None, ">= 0.70",
-         lambda v: v >= 0.70),
-        ("miss burst: model calls = distinct", f"{calls} / {distinct}" if calls is not None else None,
-         "equal", lambda v: calls == distinct),
+        ("decode path: every hit burst answered in full", _get(result, "pipeline.all_runs_complete"), "yes",
+         lambda v: v is True),
+        ("decode path: e2e hit p99 at 10 ev/s, worst run (ms)",
+         None if p99 is None else (p99 if not ten.get("missing") else f"{p99} ({ten['missing']} missing)"),
+         "< 150, none missing", lambda v: isinstance(v, float | int) and v < 150),
+        ("decode path: sustained / two-core hashing",
+         round(sustained / two_core, 3) if sustained is not None and two_core else None, ">= 0.75",
+         lambda v: v >= 0.75),
+        ("decode path: workers' CPU per event / decode floor", _get(result, "e2e.worker_cpu_vs_decode_floor"),
+         "<= 1.2", lambda v: v <= 1.2),
+        ("miss bursts: model calls / distinct, every run", calls_vs_distinct, "equal, none missing",
+         lambda v: bool(miss.get("all_runs_calls_equal_distinct")) and bool(miss.get("all_runs_complete"))),
         ("worker peak RSS (MB)", _get(result, "rss_mb.worker"), "< 400", lambda v: v < 400),
     ]
     out = []
@@ -150,9 +165,10 @@ def _ratio(a: Any, b: Any) -> str:
 
 def table(result: dict[str, Any]) -> str:
     g = lambda p: _get(result, p)  # noqa: E731
-    e10, e30 = g("e2e.rates.10") or {}, g("e2e.rates.30") or {}
+    e30 = g("e2e.rates.30") or {}
+    workers = g("config.workers") or 1
     rows: list[tuple[str, str, str]] = [
-        ("**1. Hashing** (img/s, median of repeats)", "", ""),
+        ("**1. Hashing** (img/s, median of repeats, the same images for every method)", "", ""),
         ("seed way: full decode + phash, 1 core", _fmt(g("hash.seed_img_s")), "1.00x (baseline)"),
         ("project way: draft decode + phash, 1 core", _fmt(g("hash.project_img_s")),
          f"{_ratio(g('hash.project_img_s'), g('hash.seed_img_s'))} seed, "
@@ -163,17 +179,20 @@ def table(result: dict[str, Any]) -> str:
          f"{_fmt(g('hash.seed_two_core_speedup'))}x one core"),
         ("pHash bits, project vs full decode (max / mean of 256)",
          f"{_fmt(g('hash.max_bit_diff'))} / {_fmt(g('hash.mean_bit_diff'))}", ""),
-        ("**2. Cache-hit path, original loop vs pipeline**", "", ""),
+        (f"**2. Cache hits, every upload decoded** (the path re-encoded repeats take; {workers} worker process"
+         f"{'es' if workers > 1 else ''})", "", ""),
         ("original loop (S3, full decode, Redis GET; one at a time), ev/s", _fmt(g("baseline.hit_ev_s")),
          "1.00x (baseline)"),
         ("original loop latency per hit, p50 / p99 ms",
-         f"{_fmt(g('baseline.hit_latency.p50_ms'))} / {_fmt(g('baseline.hit_latency.p99_ms'))}", ""),
-        ("Faust pipeline, burst of re-uploads, ev/s", _fmt(g("pipeline.hit_ev_s")),
+         f"{_fmt(g('baseline.hit_latency.p50_ms'))} / {_fmt(g('baseline.hit_latency.p99_ms'))}",
+         "the original write-up claims ~1 s per hit: quoted, not measured, used in no ratio"),
+        ("Faust pipeline, burst of re-uploads, ev/s (runs)",
+         f"{_fmt(g('pipeline.hit_ev_s'))} ({', '.join(_fmt(r) for r in g('pipeline.hit_ev_s_runs') or [])})",
          _ratio(g("pipeline.hit_ev_s"), g("baseline.hit_ev_s"))),
-        ("**3. End to end, cache hits** (publish -> results topic / -> WebSocket)", "", ""),
-        ("10 ev/s: topic p50 / p95 / p99 ms",
+        ("10 ev/s: topic p50 / p95 / p99 ms (median of runs)",
          f"{_fmt(g('e2e.p50_ms'))} / {_fmt(g('e2e.p95_ms'))} / {_fmt(g('e2e.p99_ms'))}",
-         f"original design's hit: ~1000 ms ({_ratio(1000.0, g('e2e.p99_ms'))} its p99)" if g("e2e.p99_ms") else ""),
+         f"original loop's p99 / this p99: {_ratio(g('baseline.hit_latency.p99_ms'), g('e2e.p99_ms'))}"
+         if g("e2e.p99_ms") else ""),
         ("10 ev/s: WebSocket p50 / p95 / p99 ms",
          f"{_fmt(g('e2e.ws_p50_ms'))} / {_fmt(g('e2e.ws_p95_ms'))} / {_fmt(g('e2e.ws_p99_ms'))}", ""),
         ("30 ev/s: topic p50 / p95 / p99 ms",
@@ -183,19 +202,30 @@ def table(result: dict[str, Any]) -> str:
         ("highest rate sustained 60 s without a growing backlog, ev/s", _fmt(g("e2e.sustained_ev_s")),
          f"{_ratio(g('e2e.sustained_ev_s'), g('hash.two_core_img_s'))} of two-core hashing; "
          f"{_ratio(g('e2e.sustained_ev_s'), g('baseline.hit_ev_s'))} original loop"),
-        ("**4. Cache-miss burst** (model at 3 s)", "", ""),
-        ("uploads / distinct photos / model calls",
+        ("workers' CPU per event at that rate, ms",
+         _fmt(((g("e2e.confirm") or [{}])[-1].get("cpu") or {}).get("workers_ms_per_event")),
+         f"{_fmt(g('e2e.worker_cpu_vs_decode_floor'))} x the decode floor (1000 / floor img/s)"),
+        ("**3. Cache-miss bursts** (model at 3 s)", "", ""),
+        ("uploads / distinct photos / model calls (median of runs)",
          f"{_fmt(g('miss_burst.uploads'))} / {_fmt(g('miss_burst.distinct'))} / {_fmt(g('miss_burst.model_calls'))}",
-         ""),
+         f"every run: {'equal' if g('miss_burst.all_runs_calls_equal_distinct') else 'NOT equal'}"),
         ("time until the last result, s", _fmt(g("miss_burst.last_result_s")),
          f"model latency {_fmt(g('miss_burst.model_latency_s'))} s"),
-        ("**5. Resources** (peak RSS during item 3)", "", ""),
+        ("**4. Resources** (peak RSS during section 2's paced runs)", "", ""),
         ("worker / API, MB", f"{_fmt(g('rss_mb.worker'))} / {_fmt(g('rss_mb.api'))}", ""),
+        ("**5. Byte-identical re-uploads** (digest cache on: SHA-256 -> pHash, no decode; own worker)", "", ""),
+        ("burst of byte-identical re-uploads, ev/s (runs)",
+         f"{_fmt(g('identical.hit_ev_s'))} ({', '.join(_fmt(r) for r in g('identical.hit_ev_s_runs') or [])})",
+         f"{_ratio(g('identical.hit_ev_s'), g('pipeline.hit_ev_s'))} the decode path; "
+         f"{_ratio(g('identical.hit_ev_s'), g('baseline.hit_ev_s'))} the original loop, which decodes"),
+        ("10 ev/s: topic p50 / p99 ms (median of runs; worst p99)",
+         f"{_fmt(g('identical.p50_ms'))} / {_fmt(g('identical.p99_ms'))}; {_fmt(g('identical.worst_p99_ms'))}",
+         f"missing {_fmt(g('identical.missing'))}"),
     ]
-    del e10
     lines = ["| figure | value | ratio / note |", "|---|---:|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", "| target | measured | bound | met |", "|---|---:|---|---|"]
+    lines += ["", "Targets (the decode path; met only if every run meets it and nothing went missing):", "",
+              "| target | measured | bound | met |", "|---|---:|---|---|"]
     for t in result.get("targets") or targets(result):
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {_fmt(t['value'])} | {t['bound']} | {met} |")
