@@ -17,7 +17,7 @@ fi
 # A venv whose creation failed half-way (no pip in it) is made again.
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
   rm -rf .venv
-  if ! "$PYTHON_BIN" -m venv .venv 2>/dev/null; then
+  if ! "$PYTHON_BIN" -m venv .venv >/dev/null 2>&1; then
     # Debian's and Ubuntu's system Python ship venv (and the pip it installs) separately.
     rm -rf .venv
     echo "python venv module missing: installing python3-venv" >&2
