@@ -6,8 +6,8 @@ uses (settings.api_public_s3_url); signing makes no network calls.
 Only a pre-signed POST is handed out: its policy makes the S3 server itself refuse an object over
 ``max_bytes`` or with any Content-Type but the one pinned for the job (checked on versitygw:
 tests/security/test_api_uploads.py). A pre-signed PUT cannot bound the body's size, so there is none.
-versitygw does not enforce the policy's lower bound (an empty body is stored): upload-complete refuses and
-deletes empty objects.
+versitygw v1.7.0 counts each form part's headers into the size it checks, so a client that sends part headers
+can get an empty file past the lower bound: upload-complete refuses and deletes empty objects.
 """
 
 from __future__ import annotations

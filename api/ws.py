@@ -92,7 +92,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
     """Close with ``code``; a client that does not read (so the close frame cannot get out) is cut off."""
     try:
-        await asyncio.wait_for(ws.close(code=code, message=reason), CLOSE_WAIT_S)
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await ws.close(code=code, message=reason)
     except (TimeoutError, ConnectionError, RuntimeError):
         if request.transport is not None:
             request.transport.abort()
@@ -117,7 +118,8 @@ async def _watch(conn: Connection, request: web.Request) -> tuple[int, bytes]:
             opened + settings.ws_auth_timeout_seconds if not conn.authenticated else float("inf"),
         )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(conn.overflowed.wait(), max(next_check - now, 0.05))
+            async with asyncio.timeout(max(next_check - now, 0.05)):
+                await conn.overflowed.wait()
 
 
 async def _read(request: web.Request, conn: Connection, first_job: str | None) -> None:
@@ -203,7 +205,10 @@ async def _write(conn: Connection, request: web.Request) -> int | None:
             if item.close_code is not None:
                 return item.close_code
             try:
-                await asyncio.wait_for(ws.send_json(item.message), send_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the send
+                # completes, leaving this task waiting on an outbox nobody fills.
+                async with asyncio.timeout(send_timeout):
+                    await ws.send_json(item.message)
             except TimeoutError:
                 conn.overflowed.set()  # the client stopped reading: the watchdog closes the socket
                 return None
