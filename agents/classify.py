@@ -126,7 +126,7 @@ async def _call_and_answer(delivery: Delivery, res: resources.Resources) -> None
     metrics.model_latency_seconds.observe(time.monotonic() - started)
     entry = CachedClassification(phash=request.phash, classification=answer.classification,
                                  model_version=settings.model_version, job_id=job.job_id, created_at=utcnow(),
-                                 answered_by=answer.answered_by)
+                                 answered_by=answer.answered_by, cost_usd=answer.cost_usd)
     try:
         await res.cache.put(entry)  # Redis first: it is the shared source of truth other partitions read
     except RedisError as exc:  # the answer is paid for: deliver it; this worker's table still serves copies
@@ -179,7 +179,7 @@ async def _answer_all(delivery: Delivery, entry: CachedClassification, *, paid: 
             timings["model"] = round(model_ms, 2)
         if is_owner and attempts is not None:
             timings["model_attempts"] = attempts
-        await publish_result(done_result(job, entry, cache, timings))
+        await publish_result(done_result(job, entry, cache, timings), reused=entry)
         delivery.answered.add(job.job_id)
 
 
@@ -250,7 +250,7 @@ async def _verified_image(res: resources.Resources, job: ImageHashed) -> str:
                                 detail=f"sha256 {digest} != {job.sha256} (hashed) for key={job.key}")
         if settings.vision_image_mode is not VisionImageMode.DATA_URL:
             # The model fetches the URL itself: the bytes behind it were the hashed ones just now (and the edge
-            # keeps serving what it cached for CDN_CACHE_TTL).
+            # keeps serving what it cached, for the TTLs of infra/cdn-policy.json).
             return job.image_url
         jpeg = await loop.run_in_executor(
             res.executor, functools.partial(make_thumbnail, fetched.data, max_pixels=settings.max_image_pixels,

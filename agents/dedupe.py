@@ -146,7 +146,7 @@ async def _answer_from_cache(job: ImageHashed, entry: CachedClassification, sour
                       reused_job_id=entry.job_id if entry.job_id != job.job_id else None,
                       matched_phash=entry.phash if entry.phash != job.phash else None)
     lookup_ms = round((time.monotonic() - started) * 1000, 2)
-    await publish_result(done_result(job, entry, cache, {"dedupe": lookup_ms}))
+    await publish_result(done_result(job, entry, cache, {"dedupe": lookup_ms}), reused=entry)
 
 
 # --- near-duplicates -------------------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ class CachedClassification(_Event):
     job_id: str  # the job whose model call produced it
     created_at: AwareDatetime
     answered_by: AnsweredBy | None = None  # absent in entries written before it was recorded
+    cost_usd: float | None = None  # dollars of the model call that produced it (streams/cost.py); None before
 
 
 # --- waste.analysis.results (key = job_id) --------------------------------------------------------------------

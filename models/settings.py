@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     s3_bucket_name: str = "waste-images"
     cdn_enabled: bool = True
     cdn_base_url: str = "http://127.0.0.1:6081/waste-images"
-    cdn_cache_ttl: int = 86400
+    # The edge's TTLs are not a service setting: infra/cdn-policy.json sets them for CloudFront and the local edge.
     fetch_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- Image guards
@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     vision_image_detail: Literal["low", "high", "auto"] = "low"
     # max_completion_tokens of each call: an answer is ~120 tokens; a cut answer (finish_reason "length") is retried.
     vision_max_output_tokens: int = Field(default=400, ge=16, le=16_384)
+    # The price table, dollars per 1M tokens (defaults: gpt-4o's list prices). Each answer's usage times these is
+    # the dollars of the call (streams/cost.py, docs/COST.md): waste_model_spent_dollars_total and the savings.
+    model_price_input_per_1m_tokens: float = Field(default=2.50, ge=0)
+    model_price_output_per_1m_tokens: float = Field(default=10.00, ge=0)
+    # Not a guard (MODEL_CALLS_PER_* are): the dollars a day may cost before monitoring/alerts.yml fires.
+    model_spend_budget_dollars_per_day: float = Field(default=50.0, ge=0)
     prompt_version: str = "1"
 
     # --- API

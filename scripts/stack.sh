@@ -288,6 +288,73 @@ install_versitygw() {
     rm -rf "$STACK_DIR/go"
 }
 
+# ---- offline checkers of infra/ and monitoring/ (tests/infra): OpenTofu, promtool, checkov ------------------
+# tofu and promtool are built from source with the Go module proxy like versitygw; checkov is a Python tool with
+# its own pinned venv (infra/checkov-requirements.txt). Each is cached under $STACK_DIR with a version stamp.
+TOFU_VERSION=v1.12.6          # go.mod: go 1.26.6 (older Go fetches that toolchain through GOTOOLCHAIN)
+TOFU_GO_MIN=1.26.6
+PROMTOOL_VERSION=v0.316.0     # the Go module version of Prometheus 3.16.0
+PROMTOOL_GO_MIN=1.25.0
+
+# go_build_tool NAME VERSION GO_MIN CMD...: run CMD with a Go >= GO_MIN (go_for_versitygw's logic) and the
+# build caches under $STACK_DIR/go (deleted after); records VERSION in $STACK_DIR/bin/.NAME-version.
+go_build_tool() {
+    local name=$1 version=$2 go_min=$3; shift 3
+    local stamp=$STACK_DIR/bin/.$name-version
+    if [[ -x $STACK_DIR/bin/$name && -f $stamp && $(cat "$stamp") == "$version" ]]; then
+        say "$name: $version cached in $STACK_DIR/bin/$name"
+        return
+    fi
+    command -v go >/dev/null 2>&1 || apt_install golang-go
+    mkdir -p "$STACK_DIR/bin"
+    local t0; t0=$(now)
+    (
+        export GOBIN="$STACK_DIR/bin" GOMODCACHE="$STACK_DIR/go/mod" GOCACHE="$STACK_DIR/go/cache" \
+            GOPATH="$STACK_DIR/go/path" GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0
+        GO_MIN_VERSION=$go_min GO_TOOLCHAIN=go$go_min
+        go_for_versitygw
+        say "$name: building $version ($("$GO_BIN" version | cut -d' ' -f3))"
+        "$@"
+    ) || die "building $name $version failed (see output above)"
+    echo "$version" >"$stamp"
+    rm -rf "$STACK_DIR/go"
+    say "$name: built in $(since "$t0")s"
+}
+
+build_tofu() {
+    # OpenTofu's go.mod has replace directives, which `go install pkg@version` refuses: fetch the module (checked
+    # against the checksum database like any module) and build it as the main module.
+    "$GO_BIN" mod download "github.com/opentofu/opentofu@$TOFU_VERSION"
+    (cd "$GOMODCACHE/github.com/opentofu/opentofu@$TOFU_VERSION" \
+        && "$GO_BIN" build -trimpath -ldflags "-s -w" -o "$GOBIN/tofu" ./cmd/tofu)
+}
+
+build_promtool() {
+    "$GO_BIN" install -trimpath -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+}
+
+install_checkov() {
+    local venv=$STACK_DIR/checkov stamp
+    stamp=$(sha256sum infra/checkov-requirements.txt | cut -c1-16)
+    if [[ -x $venv/bin/checkov && -f $venv/.stamp && $(cat "$venv/.stamp") == "$stamp" ]]; then
+        say "checkov: cached in $venv"
+        return
+    fi
+    local t0; t0=$(now)
+    rm -rf "$venv"
+    python3 -m venv "$venv" || die "checkov: python3 -m venv failed (install python3-venv)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -r infra/checkov-requirements.txt || die "checkov: pip install failed"
+    echo "$stamp" >"$venv/.stamp"
+    say "checkov: installed in $(since "$t0")s"
+}
+
+install_infra_tools() {
+    go_build_tool tofu "$TOFU_VERSION" "$TOFU_GO_MIN" build_tofu
+    go_build_tool promtool "$PROMTOOL_VERSION" "$PROMTOOL_GO_MIN" build_promtool
+    install_checkov
+}
+
 go_version_of() {  # go_version_of GO -> "1.22.2" ("go1.22.2", "go1.25rc1" and "devel" forms tolerated)
     "$1" version 2>/dev/null | awk '{ v = $3; sub(/^go/, "", v); sub(/[^0-9.].*$/, "", v); print v; exit }'
 }
@@ -335,6 +402,7 @@ cmd_install() {
         || die "setsid, timeout and awk are needed (Debian/Ubuntu: apt-get install util-linux coreutils mawk)"
     install_kafka
     install_versitygw
+    [[ ${STACK_INFRA_TOOLS:-1} == 1 ]] && install_infra_tools   # STACK_INFRA_TOOLS=0: skip (tests/infra then skip)
     say "install done in $(since "$t0")s"
 }
 

@@ -1,10 +1,11 @@
 # CDN edge: Varnish in front of the S3 origin, the local stand-in for CloudFront.
 #
-# TEMPLATE: @ORIGIN_HOST@ and @ORIGIN_PORT@ are replaced before varnishd loads it
-#   - scripts/stack.sh renders it to .stack/edge.vcl with 127.0.0.1 and $S3_PORT;
-#   - docker-compose.kafka.yml renders it inside the container with s3 and 7070.
-# Run with `-t 86400` (24 h default TTL, used when the origin sends no Cache-Control/Expires)
-# and `-p default_grace=0` (an expired object is refetched, never served stale once more).
+# TEMPLATE, rendered by `python -m tools.edge_vcl` before varnishd loads it: the origin's host and port from its
+# arguments, the TTLs (min / default / max) and the response headers from infra/cdn-policy.json, the file Terraform
+# reads for CloudFront's cache and response-headers policies (one source: tests/infra/test_cdn_policy.py).
+#   - scripts/stack.sh renders it into $EDGE_DIR with 127.0.0.1 and $S3_PORT;
+#   - docker-compose.kafka.yml renders it (service edge-config) with s3 and 7070.
+# Run with `-p default_grace=0` (an expired object is refetched, never served stale once more).
 vcl 4.1;
 
 backend origin {
@@ -56,8 +57,16 @@ sub vcl_backend_response {
     # The bucket's own headers never decide how a browser treats the bytes.
     unset beresp.http.Content-Disposition;
     unset beresp.http.Content-Encoding;
-    # Fall through to the builtin VCL: it honours Cache-Control (s-maxage, max-age, private,
-    # no-store) and Expires; responses without them get the default TTL (-t).
+    # CloudFront's cache policy, from infra/cdn-policy.json: the default TTL when the origin sends neither
+    # Cache-Control nor Expires, else the origin's TTL kept within [min, max].
+    if (!beresp.http.Cache-Control && !beresp.http.Expires) {
+        set beresp.ttl = @TTL_DEFAULT@s;
+    } else if (beresp.ttl > @TTL_MAX@s) {
+        set beresp.ttl = @TTL_MAX@s;
+    } else if (beresp.ttl < @TTL_MIN@s) {
+        set beresp.ttl = @TTL_MIN@s;
+    }
+    # Fall through to the builtin VCL: it still refuses to cache private, no-store and no-cache responses.
 }
 
 sub vcl_backend_error {
@@ -72,16 +81,18 @@ sub vcl_backend_error {
 
 sub vcl_synth {
     set resp.http.Content-Type = "text/plain; charset=utf-8";
+    # Refusals carry the same headers as everything else (CloudFront's policy applies to errors too).
+@RESPONSE_HEADERS@
     synthetic(resp.status + " " + resp.reason + {"
 "});
     return (deliver);
 }
 
 sub vcl_deliver {
-    # On everything the edge sends: no content sniffing (an image stays an image), and a sandbox with no
-    # script, style or plugin sources should a document ever get through.
-    set resp.http.X-Content-Type-Options = "nosniff";
-    set resp.http.Content-Security-Policy = "default-src 'none'; img-src 'self'; sandbox";
+    # On everything the edge sends (CloudFront's response-headers policy, from infra/cdn-policy.json): no content
+    # sniffing (an image stays an image), HSTS, and a sandbox with no script, style or plugin sources should a
+    # document ever get through.
+@RESPONSE_HEADERS@
     # Same shape as CloudFront's "Hit from cloudfront" / "Miss from cloudfront": first token says it.
     # Varnish sets Age itself.
     if (obj.hits > 0) {

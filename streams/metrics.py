@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 events_total = Counter("waste_events_total", "Events processed, by stage", ["stage"])
 cache_lookups_total = Counter("waste_cache_lookups_total", "Dedupe outcomes, by source", ["source"])
@@ -28,3 +28,20 @@ stage_seconds = Histogram(
     "waste_stage_seconds", "Time per stage", ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# --- cost (streams/cost.py; docs/COST.md) ---------------------------------------------------------------------
+model_spent_dollars_total = Counter(
+    "waste_model_spent_dollars", "Dollars the vision endpoint billed: each answer's usage times the price table")
+model_saved_dollars_total = Counter(
+    "waste_model_saved_dollars", "Dollars not spent: results answered by a cache tier, at the cost of the call reused",
+    ["source"])
+model_call_cost_dollars = Histogram(
+    "waste_model_call_cost_dollars", "Dollars of each answered model call, all its billed attempts together",
+    buckets=(0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1))
+model_price_dollars_per_1m_tokens = Gauge(
+    "waste_model_price_dollars_per_1m_tokens", "The price table in force (MODEL_PRICE_*_PER_1M_TOKENS)", ["kind"])
+model_spend_budget_dollars_per_day = Gauge(
+    "waste_model_spend_budget_dollars_per_day", "MODEL_SPEND_BUDGET_DOLLARS_PER_DAY: the spend alert's threshold")
+consumer_lag = Gauge(
+    "waste_consumer_lag", "Events not yet committed by this worker's group, per partition it holds",
+    ["topic", "partition"])

@@ -25,7 +25,7 @@ from models.records import (
     JobStatus,
     utcnow,
 )
-from streams import metrics, resources
+from streams import cost, metrics, resources
 from streams.channels import analysis_results_topic, dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ def failed_result(job_id: str, code: ErrorCode, message: str, *, key: str | None
     )
 
 
-async def publish_result(result: AnalysisResult) -> None:
+async def publish_result(result: AnalysisResult, *, reused: CachedClassification | None = None) -> None:
     """Publish the job's terminal result, unless this worker group already did.
+
+    ``reused``: the cached answer a cache hit reuses; its call's cost counts as saved for the result's tier.
 
     Kafka delivers at least once: after a crash or a rebalance, events are processed again from the last
     committed offset, and each would publish its job's result again. A marker per job in Redis lets the replay
@@ -77,6 +79,8 @@ async def publish_result(result: AnalysisResult) -> None:
         _mark_when_delivered(res, delivery, marker)
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
+    if reused is not None and result.cache is not None and result.cache.hit:
+        cost.record_saved(result.cache.source.value, reused.cost_usd)
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)

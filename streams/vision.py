@@ -24,7 +24,7 @@ from models.classification import WasteCategory, WasteClassification, classifica
 from models.errors import ErrorCode, PipelineError
 from models.records import AnsweredBy
 from models.settings import Settings
-from streams import metrics
+from streams import cost, metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,16 @@ class VisionAnswer:
     attempts: int
     latency_ms: float
     answered_by: AnsweredBy | None = None
+    cost_usd: float = 0.0  # every billed attempt of this call, at the price table (streams/cost.py)
+
+
+class _Bill:
+    """What one classify() call has been billed so far, over its attempts."""
+
+    __slots__ = ("dollars",)
+
+    def __init__(self) -> None:
+        self.dollars = 0.0
 
 
 class VisionClient:
@@ -82,6 +92,7 @@ class VisionClient:
         )
         self._slots = asyncio.Semaphore(settings.vision_concurrency)
         self._response_format = check_request_contract()
+        cost.publish_prices(settings)
 
     async def close(self) -> None:
         await self._client.close()
@@ -91,11 +102,14 @@ class VisionClient:
         settings = self._settings
         started = time.monotonic()
         last_error: PipelineError | None = None
+        bill = _Bill()
         for attempt in range(1, settings.vision_max_attempts + 1):
             try:
                 async with self._slots:
-                    classification, answered_by = await self._call_once(image_url)
-                return VisionAnswer(classification, attempt, (time.monotonic() - started) * 1000, answered_by)
+                    classification, answered_by = await self._call_once(image_url, bill)
+                cost.record_answered_call(bill.dollars)
+                return VisionAnswer(classification, attempt, (time.monotonic() - started) * 1000, answered_by,
+                                    cost_usd=bill.dollars)
             except _Retryable as exc:
                 last_error = exc.error
                 if attempt == settings.vision_max_attempts:
@@ -129,7 +143,7 @@ class VisionClient:
             "temperature": 0,
         }
 
-    async def _call_once(self, image_url: str) -> tuple[WasteClassification, AnsweredBy]:
+    async def _call_once(self, image_url: str, bill: _Bill | None = None) -> tuple[WasteClassification, AnsweredBy]:
         try:
             completion = await self._client.chat.completions.create(**self.request_body(image_url))
         except openai.APITimeoutError as exc:
@@ -148,7 +162,9 @@ class VisionClient:
         fingerprint = getattr(completion, "system_fingerprint", None)
         answered_by = AnsweredBy(model=completion.model or self._settings.vision_model,
                                  system_fingerprint=fingerprint, simulated=fingerprint == SIMULATOR_FINGERPRINT)
-        _record_usage(completion)
+        dollars = _record_usage(completion, self._settings)
+        if bill is not None:
+            bill.dollars += dollars
         if choice is not None and choice.message.refusal:
             # The model declined this photo; asking again at temperature 0 gets the same answer, and pays again.
             metrics.model_refusals_total.inc()
@@ -194,11 +210,15 @@ def _refused(exc: openai.APIStatusError) -> PipelineError:
                          f"the vision model rejected the request (HTTP {exc.status_code}, code {code})")
 
 
-def _record_usage(completion: object) -> None:
+def _record_usage(completion: object, settings: Settings) -> float:
+    """Count the answer's billed tokens and dollars; returns the dollars (0 when the endpoint sent no usage)."""
     usage = getattr(completion, "usage", None)
-    if usage is not None:
-        metrics.model_tokens_total.labels(kind="prompt").inc(usage.prompt_tokens or 0)
-        metrics.model_tokens_total.labels(kind="completion").inc(usage.completion_tokens or 0)
+    if usage is None:
+        return 0.0
+    prompt, completion_tokens = usage.prompt_tokens or 0, usage.completion_tokens or 0
+    metrics.model_tokens_total.labels(kind="prompt").inc(prompt)
+    metrics.model_tokens_total.labels(kind="completion").inc(completion_tokens)
+    return cost.record_billed(settings, prompt, completion_tokens)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
