@@ -450,7 +450,11 @@ def test_compose_file_matches_the_pinned_stack() -> None:
     assert services["kafka"]["image"].endswith(f"apache/kafka:{pinned('KAFKA_VERSION')}")
     assert services["s3"]["image"].endswith(f"versity/versitygw:{pinned('VERSITYGW_VERSION')}")
     published = {name: [str(p) for p in svc.get("ports", [])] for name, svc in services.items()}
-    assert "9092:9092" in published["kafka"]
+    assert "127.0.0.1:9092:9092" in published["kafka"]  # SASL_PLAINTEXT: the host's loopback only
+    kafka_env = services["kafka"]["environment"]
+    assert "PLAINTEXT://" not in kafka_env["KAFKA_LISTENERS"].replace("SASL_PLAINTEXT://", "")
+    assert kafka_env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false" and kafka_env["KAFKA_SUPER_USERS"] == "User:admin"
+    assert services["kafka-acls"]["command"][-3:] == ["-m", "tools.kafka_acls", "apply"]
     assert "6379:6379" in published["redis"]
     assert "7070:7070" in published["s3"]
     assert "6081:80" in published["edge"]
@@ -461,6 +465,7 @@ def test_compose_file_matches_the_pinned_stack() -> None:
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["S3_ENDPOINT_URL"] == "http://s3:7070"
         assert env["OPENAI_BASE_URL"] == "http://simulator:8090/v1"
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["KAFKA_SASL_USERNAME"] == name
     assert services["worker"]["command"][:3] == ["faust", "-A", "streams.app"]
     edge_volumes = " ".join(services["edge"]["volumes"])
     assert "stack/edge.vcl" in edge_volumes
