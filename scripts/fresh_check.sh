@@ -84,14 +84,28 @@ port_busy() { timeout 1 bash -c ">/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 declare -A PORTS=([KAFKA_PORT]=9092 [KAFKA_CONTROLLER_PORT]=9093 [REDIS_PORT]=6379 [S3_PORT]=7070
                   [CDN_PORT]=6081 [SIMULATOR_PORT]=8090 [API_PORT]=8080 [WORKER_WEB_PORT]=6066)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-MOVED=()
-for var in "${!PORTS[@]}"; do
-    if port_busy "${PORTS[$var]}"; then
-        new=$(free_port)
-        MOVED+=("$var ${PORTS[$var]} -> $new")
-        PORTS[$var]=$new
-    fi
-done
+pick_ports() {  # just before the commands run (the host's processes come and go): the env for the ports
+    local var new moved=() other_stack=0
+    for var in KAFKA_PORT REDIS_PORT S3_PORT CDN_PORT SIMULATOR_PORT; do
+        port_busy "${PORTS[$var]}" && other_stack=1
+    done
+    for var in "${!PORTS[@]}"; do
+        # With another stack on the host, its worker and API come and go on 6066 and 8080: ours move too.
+        if port_busy "${PORTS[$var]}" || { (( other_stack )) && [[ $var == API_PORT || $var == WORKER_WEB_PORT ]]; }; then
+            new=$(free_port)
+            moved+=("$var ${PORTS[$var]} -> $new")
+            PORTS[$var]=$new
+        fi
+    done
+    (( ${#moved[@]} == 0 )) || say "ports taken on the host, moved: ${moved[*]}"
+    for var in "${!PORTS[@]}"; do ENV_PASS+=("$var=${PORTS[$var]}"); done
+    # The app's settings follow the stack's ports.
+    ENV_PASS+=("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:${PORTS[KAFKA_PORT]}"
+               "REDIS_URL=redis://127.0.0.1:${PORTS[REDIS_PORT]}/0"
+               "S3_ENDPOINT_URL=http://127.0.0.1:${PORTS[S3_PORT]}"
+               "CDN_BASE_URL=http://127.0.0.1:${PORTS[CDN_PORT]}/waste-images"
+               "OPENAI_BASE_URL=http://127.0.0.1:${PORTS[SIMULATOR_PORT]}/v1")
+}
 
 # ---- cleanup --------------------------------------------------------------------------------------------------
 MOUNTED=()
@@ -174,13 +188,6 @@ copy_host_config() {
             [[ -n $val ]] && ENV_PASS+=("$v=$val")
         done
     fi
-    for v in "${!PORTS[@]}"; do ENV_PASS+=("$v=${PORTS[$v]}"); done
-    # The app's settings follow the stack's ports.
-    ENV_PASS+=("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:${PORTS[KAFKA_PORT]}"
-               "REDIS_URL=redis://127.0.0.1:${PORTS[REDIS_PORT]}/0"
-               "S3_ENDPOINT_URL=http://127.0.0.1:${PORTS[S3_PORT]}"
-               "CDN_BASE_URL=http://127.0.0.1:${PORTS[CDN_PORT]}/waste-images"
-               "OPENAI_BASE_URL=http://127.0.0.1:${PORTS[SIMULATOR_PORT]}/v1")
 }
 
 copy_clone() {
@@ -213,7 +220,6 @@ manual() { chroot "$ROOT" apt-mark showmanual | sort; }
 
 # ---- run ------------------------------------------------------------------------------------------------------
 say "suite $SUITE, mirror from the host's apt sources, root $ROOT, ref $FRESH_REF"
-(( ${#MOVED[@]} == 0 )) || say "ports taken on the host, moved: ${MOVED[*]}"
 step "install debootstrap (host)" install_debootstrap
 step "debootstrap minimal root" make_root
 step "copy CA store + proxy config" copy_host_config
@@ -231,6 +237,7 @@ installed() {  # installed BEFORE AFTER: packages asked for by name (and how man
          "($(comm -13 "$FRESH_DIR/packages.$1" "$FRESH_DIR/packages.$2" | wc -l) packages with dependencies)"
 }
 
+pick_ports
 DEMO_RC=0
 step "make demo" in_root "cd $CLONE_IN_ROOT && make demo" || DEMO_RC=$?
 packages >"$FRESH_DIR/packages.after-demo"; manual >"$FRESH_DIR/manual.after-demo"
