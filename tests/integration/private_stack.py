@@ -149,13 +149,17 @@ class BrokenOrigin:
         self._runner = web.AppRunner(app)
         loop.run_until_complete(self._runner.setup())
         loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._http = aiohttp.ClientSession(auto_decompress=False)
+        self._http = loop.run_until_complete(self._session())
         self._ready.set()
         try:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._http.close())
             loop.close()
+
+    @staticmethod
+    async def _session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(auto_decompress=False)
 
     @staticmethod
     def _fault(path: str) -> str | None:

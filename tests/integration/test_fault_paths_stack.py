@@ -1,0 +1,223 @@
+"""Failure paths on the real stack that need a worker with settings of its own and a model endpoint nobody else
+scripts: model timeouts, invalid output, Retry-After, the concurrency cap, ``VISION_IMAGE_MODE=cdn_url``; a CDN
+that fails (5xx, 403, timeout, truncated body) and an S3 that fails too; a model call that never returns.
+
+Two extra workers (each in a consumer group of its own, each with a private simulator), started once per module:
+``model_worker`` (short model timeout, two attempts, concurrency 2, the CDN URL sent to the model) and
+``origin_worker`` (a broken CDN and S3 in front of the real ones, a long model timeout, INFLIGHT_TIMEOUT_SECONDS=1).
+Other workers on the broker answer these events as well; results are told apart by model version
+(``own_result``). A private simulator's script can still be taken by another test's event that the extra worker
+also handles: the tests that script a fault check, from their own job's result, that their job got it, and
+set it up again with a fresh photo when it did not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from models.errors import ErrorCode
+from models.records import AnalysisResult, JobStatus
+from models.settings import Settings, VisionImageMode
+from simulator.answers import classify as simulated_answer
+from streams.clients import s3_client
+from tests.integration.private_stack import PrivateSimulator, broken_origin, fault_key, own_result
+from tests.integration.test_outcomes_stack import unique_jpeg
+from tests.pipeline_harness import PipelineClient, Worker, free_port, start_worker, wait_until_pipeline_answers
+
+pytestmark = pytest.mark.pipeline
+
+MODEL_TIMEOUT_S = 3.0
+CONCURRENCY = 2
+CDN_TIMEOUT_S = 2.0
+
+
+@dataclasses.dataclass
+class ExtraWorker:
+    settings: Settings
+    client: PipelineClient
+    worker: Worker
+    sim: PrivateSimulator
+    real_s3: str | None  # the stack's S3 server (the origin worker's S3_ENDPOINT_URL is the broken origin)
+
+
+@pytest.fixture(scope="module")
+def model_worker(pipeline) -> Iterator[ExtraWorker]:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    sim = PrivateSimulator()
+    session = uuid.uuid4().hex[:8]
+    settings = pipeline.settings.model_copy(update={
+        "app_id": f"waste-model-faults-{session}", "prompt_version": f"model-faults-{session}",
+        "worker_web_port": free_port(), "openai_base_url": f"{sim.url}/v1",
+        "vision_timeout_seconds": MODEL_TIMEOUT_S, "vision_max_attempts": 2, "vision_backoff_base_seconds": 0.05,
+        "vision_concurrency": CONCURRENCY, "vision_image_mode": VisionImageMode.CDN_URL,
+    })
+    worker = start_worker(settings, name="worker-model-faults")
+    client = PipelineClient(settings)
+    try:
+        asyncio.run(wait_until_pipeline_answers(client, worker))
+        yield ExtraWorker(settings, client, worker, sim, pipeline.settings.s3_endpoint_url)
+    finally:
+        worker.stop()
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def origin_worker(pipeline) -> Iterator[tuple[ExtraWorker, object]]:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    sim = PrivateSimulator()
+    session = uuid.uuid4().hex[:8]
+    with broken_origin(pipeline.settings, slow_seconds=CDN_TIMEOUT_S * 3) as origin:
+        settings = pipeline.settings.model_copy(update={
+            "app_id": f"waste-origin-faults-{session}", "prompt_version": f"origin-faults-{session}",
+            "worker_web_port": free_port(), "openai_base_url": f"{sim.url}/v1",
+            "cdn_base_url": origin.cdn_base_url, "s3_endpoint_url": origin.s3_url,
+            "fetch_timeout_seconds": CDN_TIMEOUT_S,
+            # A call that hangs is never timed out by the client in these tests: only the lost-call timer acts.
+            "vision_timeout_seconds": 300.0, "inflight_timeout_seconds": 1.0,
+        })
+        worker = start_worker(settings, name="worker-origin-faults")
+        client = PipelineClient(settings)
+        try:
+            asyncio.run(wait_until_pipeline_answers(client, worker))
+            yield ExtraWorker(settings, client, worker, sim, pipeline.settings.s3_endpoint_url), origin
+        finally:
+            worker.stop()
+            sim.stop()
+
+
+async def upload(extra: ExtraWorker, data: bytes, key: str | None = None) -> str:
+    key = key or f"tests/{uuid.uuid4()}.jpg"
+    async with s3_client(extra.settings, endpoint_url=extra.real_s3) as s3:
+        await s3.put_object(Bucket=extra.settings.s3_bucket_name, Key=key, Body=data, ContentType="image/jpeg")
+    return key
+
+
+async def scripted(extra: ExtraWorker, script: list[str], got_it: Callable[[AnalysisResult], bool],
+                   expect: ErrorCode | None, photo_index: int, tries: int = 3, timeout: float = 90,
+                   **config: object) -> AnalysisResult:
+    """Script the private simulator, send a fresh photo, and return its result once our job got the script."""
+    result = None
+    for attempt in range(tries):
+        await extra.sim.acall("POST", "/_sim/config", {"script": script, **config})
+        try:
+            key = await upload(extra, unique_jpeg(photo_index + attempt))
+            async with extra.client.results() as watcher:
+                job_id = await watcher.publish(key)
+                result = await own_result(watcher, job_id, extra.settings, expect=expect, timeout=timeout)
+        finally:
+            await extra.sim.acall("POST", "/_sim/config", {"script": []})
+        if got_it(result):
+            return result
+    raise AssertionError(f"another event took the scripted faults {tries} times; last result: {result}")
+
+
+# --- the model endpoint -----------------------------------------------------------------------------------------
+
+
+async def test_a_model_that_never_answers_in_time_fails_with_model_timeout(model_worker: ExtraWorker) -> None:
+    result = await scripted(model_worker, ["hang", "hang"], lambda r: r.status is JobStatus.FAILED,
+                            ErrorCode.MODEL_TIMEOUT, 301, hang_s=60)
+    assert result.error is not None and result.error.code is ErrorCode.MODEL_TIMEOUT
+    assert result.classification is None
+    assert model_worker.worker.alive()
+
+
+async def test_model_output_that_stays_invalid_fails_with_model_output_invalid(model_worker: ExtraWorker) -> None:
+    result = await scripted(model_worker, ["malformed", "malformed"], lambda r: r.status is JobStatus.FAILED,
+                            ErrorCode.MODEL_OUTPUT_INVALID, 305)
+    assert result.error is not None and result.error.code is ErrorCode.MODEL_OUTPUT_INVALID
+    assert result.classification is None  # no invalid answer ever reaches a client
+
+
+async def test_a_retry_after_429_waits_at_least_what_the_endpoint_asked(model_worker: ExtraWorker) -> None:
+    retry_after = 2.0
+    result = await scripted(model_worker, ["429"], lambda r: r.timings_ms.get("model_attempts") == 2, None, 309,
+                            retry_after_s=retry_after)
+    assert result.status is JobStatus.DONE and result.cache.source.value == "model"
+    # The worker's own clock from the first attempt to the answer: the 429, the wait, the second call. Our
+    # backoff without Retry-After would be at most VISION_BACKOFF_BASE_SECONDS (0.05 s).
+    assert result.timings_ms["model"] >= retry_after * 1000, result.timings_ms
+
+
+async def test_cdn_url_mode_shows_the_model_the_uploaded_bytes_by_url(model_worker: ExtraWorker) -> None:
+    photo = unique_jpeg(313)
+    key = await upload(model_worker, photo)
+    async with model_worker.client.results() as watcher:
+        job_id = await watcher.publish(key)
+        result = await own_result(watcher, job_id, model_worker.settings, timeout=90)
+    assert result.status is JobStatus.DONE, result.error
+    # The simulator answers from the SHA-256 of the image it was shown: the original bytes, which it could only
+    # have downloaded from the URL (the inline mode sends a 512 px thumbnail, other bytes, another answer).
+    assert result.classification == simulated_answer(hashlib.sha256(photo).hexdigest())
+    assert result.image_url and result.image_url.endswith(key)
+
+
+async def test_no_more_model_calls_run_at_once_than_vision_concurrency(model_worker: ExtraWorker) -> None:
+    await model_worker.sim.acall("POST", "/_sim/reset")
+    await model_worker.sim.acall("POST", "/_sim/config", {"latency_ms": 400, "jitter_ms": 0})
+    try:
+        keys = [await upload(model_worker, unique_jpeg(320 + i)) for i in range(4 * CONCURRENCY)]
+        async with model_worker.client.results() as watcher:
+            jobs = [await watcher.publish(k) for k in keys]
+            results = [await own_result(watcher, j, model_worker.settings, timeout=120) for j in jobs]
+        stats = await model_worker.sim.acall("GET", "/_sim/stats")
+    finally:
+        await model_worker.sim.acall("POST", "/_sim/config", {"latency_ms": 50})
+    assert all(r.status is JobStatus.DONE for r in results)
+    assert stats["calls"] >= len(keys)
+    assert 1 <= stats["max_in_flight"] <= CONCURRENCY, stats
+
+
+# --- a broken CDN, a broken S3, a call that never returns --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fault", "cdn_error"), [
+    ("cdn500", "HTTP 500"), ("cdn403", "HTTP 403"), ("cdnslow", "timeout"), ("cdntrunc", "truncated body"),
+])
+async def test_the_cdn_failing_falls_back_to_s3(origin_worker, fault: str, cdn_error: str) -> None:  # type: ignore[no-untyped-def]
+    extra, origin = origin_worker
+    key = await upload(extra, unique_jpeg(331), fault_key(fault))
+    async with extra.client.results() as watcher:
+        job_id = await watcher.publish(key)
+        result = await own_result(watcher, job_id, extra.settings, timeout=90)
+    assert result.status is JobStatus.DONE, result.error
+    assert result.fetch is not None and result.fetch.source.value == "s3"
+    assert result.fetch.cdn_error == cdn_error
+    assert ("cdn", f"waste-images/{key}") in origin.requests  # it did ask the CDN first
+
+
+async def test_cdn_and_s3_both_failing_is_fetch_failed(origin_worker) -> None:  # type: ignore[no-untyped-def]
+    extra, _ = origin_worker
+    key = await upload(extra, unique_jpeg(337), fault_key("s3fail"))
+    async with extra.client.results() as watcher:
+        job_id = await watcher.publish(key)
+        result = await own_result(watcher, job_id, extra.settings, expect=ErrorCode.FETCH_FAILED, timeout=90)
+    assert result.status is JobStatus.FAILED and result.error.code is ErrorCode.FETCH_FAILED
+    # Clients are told what failed, never where: no host, port, bucket or key.
+    assert "127.0.0.1" not in result.error.message and key not in result.error.message
+
+
+async def test_a_model_call_that_never_returns_is_re_requested_then_given_up(origin_worker) -> None:  # type: ignore[no-untyped-def]
+    """INFLIGHT_TIMEOUT_SECONDS: the dedupe timer (every 30 s) re-requests a call older than that, twice; the
+    third time it gives the job up with MODEL_TIMEOUT. The re-requests wait on the call still running in the
+    worker, so the photo is paid for once."""
+    extra, _ = origin_worker
+    before = await extra.sim.acall("GET", "/_sim/stats")
+
+    def hung(r: AnalysisResult) -> bool:
+        return r.status is JobStatus.FAILED
+
+    result = await scripted(extra, ["hang"], hung, ErrorCode.MODEL_TIMEOUT, 341, tries=2, timeout=150,
+                            hang_s=280)
+    after = await extra.sim.acall("GET", "/_sim/stats")
+    assert result.error is not None and result.error.code is ErrorCode.MODEL_TIMEOUT
+    assert "3 requests" in result.error.message  # the timer's give-up, not a client timeout
+    assert after["faults"]["hang"] - before["faults"]["hang"] >= 1
+    assert extra.worker.alive()
