@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         result["hash"] = hashing.run(hit_photos, repeats=plan.hash_repeats)
         result.setdefault("cpu", {})["hash"] = meter.stop()
         log(f"hashing: {json.dumps(result['hash'])}")
+        log("formats: hashing 4 phone photos as JPEG, WebP, HEIC, AVIF and PNG")
+        result["formats"] = hashing.format_costs(hit_photos[:4])
+        log(f"formats: {json.dumps(result['formats'])}")
     else:
         result["notes"].append("hashing not measured in this run: no ratio against it is given")
 

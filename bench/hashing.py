@@ -107,3 +107,49 @@ if __name__ == "__main__":
     from bench.workload import phone_uploads
 
     print(json.dumps(run(phone_uploads(16), repeats=3), indent=2))
+
+
+# --- the formats phones send -----------------------------------------------------------------------------------
+
+PHONE_FORMATS = ("JPEG", "WEBP", "HEIF", "AVIF", "PNG")
+
+
+def format_costs(paths: list[Path], repeats: int = 3) -> dict[str, Any]:
+    """What one 12 MP photo costs the worker to hash, per format: ms per image (1 core, median of repeats), and
+    how many bits its pHash is from the JPEG's. JPEG decodes at 1/8 scale in libjpeg; the others decode whole
+    (then reduce), which is why their header limit (MAX_FULL_DECODE_PIXELS) is lower.
+
+    The encoded copies are made once (HEIF encoding takes seconds per photo) and kept in bench/.cache.
+    """
+    cache = Path(__file__).resolve().parent / ".cache" / "formats"
+    cache.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[bytes]] = {fmt: [] for fmt in PHONE_FORMATS}
+    for path in paths:
+        source = Image.open(path).convert("RGB")
+        for fmt in PHONE_FORMATS:
+            target = cache / f"{path.stem}.{fmt.lower()}"
+            if fmt == "JPEG":
+                files[fmt].append(path.read_bytes())
+                continue
+            if not target.exists():
+                out = io.BytesIO()
+                source.save(out, fmt, **({} if fmt == "PNG" else {"quality": 80}))
+                target.write_bytes(out.getvalue())
+            files[fmt].append(target.read_bytes())
+    out: dict[str, Any] = {"images": len(paths), "repeats": repeats, "size_px": "x".join(map(str, source.size))}
+    reference = [project_way(b) for b in files["JPEG"]]
+    for fmt, blobs in files.items():
+        rates = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            hashes = [project_way(b) for b in blobs]
+            rates.append((time.perf_counter() - started) / len(blobs))
+        out[fmt.lower()] = {
+            "ms_per_image": round(statistics.median(rates) * 1000, 1),
+            "mean_kb": round(sum(map(len, blobs)) / len(blobs) / 1024),
+            "max_bits_from_jpeg": max(hamming_distance(a, b) for a, b in zip(hashes, reference, strict=True)),
+        }
+    jpeg_ms = out["jpeg"]["ms_per_image"]
+    for fmt in PHONE_FORMATS:
+        out[fmt.lower()]["vs_jpeg"] = round(out[fmt.lower()]["ms_per_image"] / jpeg_ms, 1)
+    return out

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # (an event can only name its own upload). The default is the API's scheme (uploads/{job_id}, a uuid4 hex; the dashed form
     # and an image extension are accepted for tools.produce).
     upload_key_pattern: str = (
-        r"uploads/(?P<job_id>[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.(?:jpe?g|png|webp))?"
+        r"uploads/(?P<job_id>[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.(?:jpe?g|png|webp|heic|heif|avif))?"
     )
     # Storage events as the trigger (docs/STORAGE_EVENTS.md): the worker turns the bucket's ObjectCreated
     # notifications (topic waste.storage.events) into upload-complete jobs for jobs the API issued, once per job
@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     results_retention_seconds: int = Field(default=3600, ge=1)
     # Exact Content-Types a pre-signed upload may carry (the S3 server enforces the one pinned per job).
     upload_content_types: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["image/jpeg", "image/png", "image/webp"]
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/avif"]
     )
     # Who a client is, for rate limits and the socket cap: 0 = the peer address; N = the address N hops from
     # the right of X-Forwarded-For (N trusted proxies in front of the API each append one).

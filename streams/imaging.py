@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import imagehash
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
 from models.errors import ErrorCode, PipelineError
@@ -31,16 +32,23 @@ _DRAFT_MIN_PX = 256
 THUMBNAIL_MAX_PX = 512
 
 # What Pillow may open (``formats=`` on Image.open: no other plugin ever parses an upload). The API's
-# upload allow-list is image/jpeg, image/png and image/webp; MPO is how Pillow names a phone's multi-picture JPEG.
-# GIF, BMP, TIFF, SVG, HEIC and the rest are refused as UNSUPPORTED_FORMAT without being parsed.
-OPEN_FORMATS = ("JPEG", "PNG", "WEBP")
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})
+# upload allow-list is JPEG, PNG, WebP and the formats phones send as they are: HEIC/HEIF (iPhones' default,
+# through pillow-heif, which applies the HEIF rotation itself) and AVIF (Pillow's own plugin). MPO is how Pillow
+# names a phone's multi-picture JPEG. GIF, BMP, TIFF, SVG and the rest are refused as UNSUPPORTED_FORMAT
+# without being parsed.
+pillow_heif.register_heif_opener()
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF")
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF"})
+# ISO-BMFF brands (bytes 8-12, after "ftyp") of the HEIF family: still images and sequences.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 # Formats Pillow does not open, recognised by their first bytes only to name the refusal.
 _OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
                   (b"MM\x00*", "TIFF"), (b"8BPS", "PSD"), (b"\x00\x00\x01\x00", "ICO"))
 # The upload content types the pipeline decodes, and what their bytes must be.
 CONTENT_TYPES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG",
-                 "image/webp": "WEBP"}
+                 "image/webp": "WEBP", "image/heic": "HEIF", "image/heif": "HEIF", "image/heic-sequence": "HEIF",
+                 "image/heif-sequence": "HEIF", "image/avif": "AVIF"}
 # Tags in IFD0 plus the Exif, GPS and interoperability IFDs: a phone writes well under 200.
 MAX_EXIF_TAGS = 1000
 _EXIF_SUB_IFDS = (0x8769, 0x8825, 0xA005)
@@ -175,7 +183,8 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     is_jpeg = image.format in ("JPEG", "MPO")
     progressive = is_jpeg and bool(image.info.get("progressive") or image.info.get("progression"))
     # JPEG alone decodes at a reduced scale (libjpeg's DCT scaling), and a progressive one still keeps every
-    # coefficient of the whole image in memory: the others are decoded whole, so they get a lower ceiling.
+    # coefficient of the whole image in memory: the others (PNG, WebP, HEIF, AVIF) are decoded whole, so they
+    # get a lower ceiling (a 12 MP phone HEIC fits; a 48 MP one is refused rather than cost ~150 MB).
     if (not is_jpeg or progressive) and width * height > limits.max_full_decode_pixels:
         raise PipelineError(ErrorCode.IMAGE_TOO_LARGE, f"{width}x{height} {image.format} exceeds the limit of "
                                                        f"{limits.max_full_decode_pixels} pixels for a full decode")
@@ -196,13 +205,18 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """The accepted format the first bytes announce (JPEG, PNG, WEBP), or None."""
+    """The accepted format the first bytes announce (JPEG, PNG, WEBP, HEIF, AVIF), or None."""
     if data[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "PNG"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp":
+        if data[8:12] in _AVIF_BRANDS:
+            return "AVIF"
+        if data[8:12] in _HEIF_BRANDS:
+            return "HEIF"
     return None
 
 
@@ -235,7 +249,7 @@ def _sniff_other_format(data: bytes) -> str | None:
         if head.startswith(magic):
             return name
     if head[4:8] == b"ftyp":
-        return "HEIF/AVIF/MP4"
+        return "MP4/QuickTime (ISO media, not an image brand)"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in text:
         return "SVG"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import mimetypes
 import random
 import sys
 import time
@@ -29,7 +28,7 @@ from models.settings import Settings, load_settings
 from streams import kafka_security, topics
 from tools import processes
 from tools.kafka_admin import position_at_end, start_group_at_end
-from tools.photos import SAMPLES_DIR, image_files
+from tools.photos import SAMPLES_DIR, content_type, image_files
 
 
 @dataclass
@@ -134,7 +133,7 @@ async def simulator_calls(settings: Settings) -> int | None:
 
 async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
     """What the app does for one photo."""
-    ctype = mimetypes.guess_type(photo.name)[0] or "image/jpeg"
+    ctype = content_type(photo)
     async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": ctype}) as resp:
         job = await resp.json()
         if resp.status != 200:

@@ -27,16 +27,11 @@ from models.classification import WasteClassification
 from models.settings import Settings, load_settings
 from streams.imaging import make_thumbnail, thumbnail_data_url
 from streams.vision import RequestContractError, VisionClient
-
-SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "waste"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+from tools.photos import SAMPLES_DIR, sample_photos
 
 
 def default_photo() -> Path:
-    photos = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos:
-        raise SystemExit(f"no sample photo under {SAMPLES}: pass --photo FILE")
-    return photos[0]
+    return sample_photos(SAMPLES_DIR)[0]
 
 
 async def check(settings: Settings, photo: Path) -> dict[str, Any]:

@@ -21,10 +21,18 @@ from PIL import Image
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_DIR / "samples" / "waste"
-# What the pipeline accepts (JPEG, PNG, WebP); other files in a folder are skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+# What the pipeline accepts, by extension, with the Content-Type an upload declares; other files are skipped.
+# (Python's mimetypes does not know .heic, nor .avif before 3.12.)
+CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+                 ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
+IMAGE_SUFFIXES = frozenset(CONTENT_TYPES)
 # Quarter turns clockwise; mirror images are left to the near-duplicate tests (bench.variants --mirror).
 TURNS = (None, Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_90)
+
+
+def content_type(path: str | Path) -> str:
+    """The Content-Type an upload of ``path`` declares (by extension; JPEG when unknown)."""
+    return CONTENT_TYPES.get(Path(path).suffix.lower(), "image/jpeg")
 
 
 def data_dir() -> Path:

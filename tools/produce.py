@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import collections
 import json
-import mimetypes
 import sys
 import time
 import uuid
@@ -28,7 +27,7 @@ from models.settings import Settings, load_settings
 from streams import kafka_security, topics
 from streams.clients import s3_client
 from tools.kafka_admin import position_at_end
-from tools.photos import image_files
+from tools.photos import content_type, image_files
 
 
 @dataclass
@@ -71,7 +70,7 @@ async def upload_all(settings: Settings, files: list[Path], repeat: int, prefix:
 
         async def put(job: Job) -> None:
             job.key = f"{prefix}/{job.job_id}{job.path.suffix.lower() or '.jpg'}"
-            ctype = mimetypes.guess_type(job.path.name)[0] or "application/octet-stream"
+            ctype = content_type(job.path)
             async with sem:
                 await s3.put_object(Bucket=settings.s3_bucket_name, Key=job.key, Body=job.path.read_bytes(),
                                     ContentType=ctype)
@@ -95,7 +94,7 @@ async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: boo
         await position_at_end(consumer)
         for job in jobs:
             event = UploadCompleted(job_id=job.job_id, bucket=settings.s3_bucket_name, key=job.key,
-                                    content_type=mimetypes.guess_type(job.path.name)[0],
+                                    content_type=content_type(job.path),
                                     size=job.path.stat().st_size, uploaded_at=utcnow())
             job.sent_at = time.monotonic()
             await producer.send(topics.UPLOADS_COMPLETED, key=job.job_id.encode(), value=event.to_bytes())
