@@ -14,6 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from api.tokens import make_token
+from models.settings import Settings
+from streams import kafka_security
 from tests.security.api_support import (
     analyze,
     api_argv,
@@ -59,7 +61,9 @@ def test_worker_refuses_to_start_in_production_with_the_default_secret(tmp_path:
 async def test_api_starts_in_production_with_a_real_secret_and_logs_cannot_be_forged(log_format: str) -> None:
     port = free_port()
     env = {"APP_ENV": "production", "API_PORT": str(port), "API_TOKEN_SECRET": secrets.token_urlsafe(32),
-           "LOG_FORMAT": log_format, "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}  # the local stack's broker
+           "LOG_FORMAT": log_format,
+           # The local stack's broker, as the API's principal: outside development mode nothing is implied.
+           **kafka_security.identity_env(Settings(_env_file=None, app_env="development"), "api")}  # type: ignore[call-arg]
     with process(api_argv(), env) as proc:
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer
 
 from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus, UploadCompleted, utcnow
-from streams import topics
+from streams import kafka_security, topics
 from streams.clients import s3_client
 from tests import samples
 from tests.pipeline_harness import SIMULATOR_URL
@@ -165,7 +165,7 @@ async def test_a_hostile_flood_is_refused_within_the_memory_ceiling_and_costs_no
     results_before = await worker_counter(port, "waste_results_total")
     failed_before = await worker_counter(port, "waste_results_total", status="failed")
     sim_before = await simulator_calls()
-    dead_letters = AIOKafkaConsumer(topics.DEAD_LETTER, bootstrap_servers=settings.kafka_bootstrap_servers,
+    dead_letters = AIOKafkaConsumer(topics.DEAD_LETTER, **kafka_security.client_kwargs(settings, "admin"),
                                     group_id=None, auto_offset_reset="latest")
     await dead_letters.start()
     started = time.monotonic()
