@@ -267,12 +267,9 @@ async def test_200_concurrent_subscribers_all_get_their_results(
     async with http.get(f"{api}/metrics") as resp:
         assert f"api_websockets_open {float(n)}" in await resp.text()
 
-    started = time.monotonic()
     async with results_writer(api_settings) as producer:
         await publish_results(producer, [fake_result(job["job_id"], item=job["job_id"]) for job in jobs])
-    got = await asyncio.gather(*(result_of(ws) for ws in sockets))
-    elapsed = time.monotonic() - started
+    got = await asyncio.gather(*(result_of(ws) for ws in sockets))  # each waits with its own deadline
     assert [m["result"]["classification"]["item_name"] for m in got] == [job["job_id"] for job in jobs]
-    assert elapsed < TIMEOUT
     for ws in sockets:
         await ws.close()

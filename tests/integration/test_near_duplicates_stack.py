@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -45,6 +46,14 @@ T = 12  # NEAR_DUPLICATE_MAX_DISTANCE's default
 # What pHash can catch: re-encodes, resizes, screenshots, brightness, EXIF rotation (docs/NEAR_DUPLICATES.md).
 CATCHABLE = ("original.jpg", "q70.jpg", "resize50.jpg", "screenshot.png", "bright10.jpg", "exif-rot.jpg")
 UNCATCHABLE = ("crop5.jpg", "text.jpg")
+
+
+async def wait_until_clock_passes(epoch_seconds: float, timeout: float = 30.0) -> None:
+    """Wait on the condition "the wall clock is past ``epoch_seconds``" (what Redis scores expiries by)."""
+    deadline = time.monotonic() + timeout
+    while time.time() <= epoch_seconds:
+        assert time.monotonic() < deadline, f"the clock did not pass {epoch_seconds} within {timeout}s"
+        await asyncio.sleep(0.05)
 
 
 def random_hash(rng: random.Random) -> str:
@@ -144,15 +153,21 @@ async def test_index_sets_expire_with_their_entries_and_are_trimmed_on_touch(red
     assert await count_keys(redis15, prefix + INDEX_PREFIX + "*") == 40 * (T + 1)
     # A set that is touched after its member expired is trimmed: the new member is alone in the shared sets.
     survivor = hashes[0]
-    await asyncio.sleep(2.1)  # expiries are whole seconds: a 1 s TTL ends within 2 s
+    # Wait until the clock has passed the expiry every member was stored with (whole seconds, so up to 2 s).
+    expiries = [score for key in short.result_keys(survivor)
+                for _, score in await redis15.zrange(key, 0, -1, withscores=True)]
+    await wait_until_clock_passes(max(expiries))
     longer = make_index(redis15, prefix, ttl=300)
     neighbour = f"{int(survivor, 16) ^ 1:064x}"  # same chunks except the last one
     await store(redis15, longer, neighbour)
     shared = longer.result_keys(neighbour)[0]
     assert await redis15.zrange(shared, 0, -1) == [neighbour.encode()]
-    # Sets nobody touches disappear with their last member: no growth after the entries expire.
-    await asyncio.sleep(0.6)
-    assert await count_keys(redis15, prefix + INDEX_PREFIX + "*") == T + 1  # the neighbour's sets only
+    # Sets nobody touches disappear with their last member (Redis expires them): no growth after the entries
+    # expire. Only the neighbour's sets are left, once Redis has expired the others.
+    deadline = time.monotonic() + 30
+    while (left := await count_keys(redis15, prefix + INDEX_PREFIX + "*")) != T + 1:
+        assert left > T + 1 and time.monotonic() < deadline, f"{left} index sets left, expected {T + 1}"
+        await asyncio.sleep(0.1)
     assert await redis15.ttl(shared) > 250
 
 
@@ -345,12 +360,18 @@ async def test_an_invalidated_result_is_not_served_again(pipeline) -> None:  # t
             assert paid.cache.source.value == "model"
             invalidated = await invalidate(redis, job_id=first)
             assert invalidated == [paid.cache.phash]
-            await asyncio.sleep(3.0)  # the worker reads invalidations every 2 s
-            before = await _calls()
-            again = await watcher.publish(keys[1])  # same photo: its table copy must not answer
-            await watcher.wait_for([again])
-            result = (await _own_results(watcher, [again], version))[again]
-            assert result.cache.source.value == "model" and await _calls() - before == 1
+            # The worker reads invalidations on a timer: until it has, its table copy may still answer a copy
+            # (never paying). Send copies of the same photo until one is not answered from that copy; it must
+            # pay for a call of its own, and within a deadline.
+            deadline = time.monotonic() + 60
+            while True:
+                again = await watcher.publish(await pipeline.client.upload(original))
+                await watcher.wait_for([again])
+                result = (await _own_results(watcher, [again], version))[again]
+                if result.cache.source.value != "table":
+                    break
+                assert time.monotonic() < deadline, "the invalidated table copy is still served"
+            assert result.cache.source.value == "model" and result.cache.reused_job_id is None
             near = await watcher.publish(keys[2])  # a near-duplicate gets the new answer, not the invalidated one
             await watcher.wait_for([near])
             near_result = (await _own_results(watcher, [near], version))[near]

@@ -247,10 +247,8 @@ async def test_malformed_output_fails_schema_both_ways(client: AsyncOpenAI, cont
 async def test_hang_times_the_client_out(sim: TestServer, control: TestClient) -> None:
     await configure(control, script=["hang"])
     async with AsyncOpenAI(base_url=str(sim.make_url("/v1")), api_key="x", max_retries=0, timeout=0.3) as client:
-        started = time.monotonic()
-        with pytest.raises(openai.APITimeoutError):
+        with pytest.raises(openai.APITimeoutError):  # the client's 0.3 s timeout ends it, not the hang
             await complete(client, data_url(b"x"))
-        assert time.monotonic() - started < 5
     counts = await stats(control)
     assert counts["faults"]["hang"] == 1 and counts["ok"] == 0
     await wait_until_in_flight(control, 0)  # the client went away, so its hung handler was cancelled
@@ -261,11 +259,10 @@ async def test_shutdown_releases_hung_requests(sim: TestServer, control: TestCli
     async with AsyncOpenAI(base_url=str(sim.make_url("/v1")), api_key="x", max_retries=0, timeout=30) as client:
         pending = asyncio.create_task(complete(client, data_url(b"x")))
         await wait_until_in_flight(control, 1)
-        started = time.monotonic()
         await sim.close()
-        assert time.monotonic() - started < 5
         with pytest.raises(openai.InternalServerError) as err:
             await pending
+        # 503 "shutting down", not the 504 a hang that ran out its 600 s would give: shutdown released it.
         assert err.value.status_code == 503
 
 
@@ -345,9 +342,18 @@ async def test_latency_is_honoured(client: AsyncOpenAI, control: TestClient) -> 
 
 
 async def test_concurrent_calls_are_tracked(client: AsyncOpenAI, control: TestClient) -> None:
-    await configure(control, latency_ms=200, jitter_ms=0)
-    await asyncio.gather(*(complete(client, data_url(bytes([i]))) for i in range(5)))
-    counts = await stats(control)  # all five overlapped: the latency sleep does not block the loop
+    # A latency far longer than the test: the five calls can only be in flight together if the latency sleep
+    # does not block the simulator's loop. Waited on as a condition, then the clients go away.
+    await configure(control, latency_ms=600_000, jitter_ms=0)
+    calls = [asyncio.create_task(complete(client, data_url(bytes([i])))) for i in range(5)]
+    try:
+        await wait_until_in_flight(control, 5)
+    finally:
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    await wait_until_in_flight(control, 0)
+    counts = await stats(control)
     assert counts["max_in_flight"] == 5 and counts["distinct_images"] == 5
 
 
