@@ -19,7 +19,7 @@ from api.results import KafkaResultsSource
 from api.store import RedisJobStore
 from api.uploads import S3Uploads
 from models.settings import Settings
-from streams import kafka_security
+from streams import kafka_security, redis_client
 
 log = logging.getLogger("api.backends")
 
@@ -35,10 +35,14 @@ def job_ttl_seconds(settings: Settings) -> int:
 async def connect(settings: Settings) -> AsyncIterator[Backends]:
     async with AsyncExitStack() as stack:
         # Blocking pool: a burst of requests waits briefly for a connection instead of failing at once.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url, decode_responses=True, max_connections=REDIS_MAX_CONNECTIONS, timeout=5
-        )
-        redis = Redis.from_pool(pool)
+        if redis_client.is_cluster(settings.redis_url, settings.redis_cluster):
+            redis = await redis_client.open_client(settings.redis_url, cluster=True, decode_responses=True,
+                                                   max_connections=REDIS_MAX_CONNECTIONS)
+        else:
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, decode_responses=True, max_connections=REDIS_MAX_CONNECTIONS, timeout=5
+            )
+            redis = Redis.from_pool(pool)
         stack.push_async_callback(redis.aclose)
 
         # The api principal: may write uploads and read results, nothing else (tools/kafka_acls.py).

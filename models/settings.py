@@ -64,6 +64,11 @@ class Settings(BaseSettings):
 
     # --- Redis (shared result cache; source of truth for the TTL)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A Redis Cluster: REDIS_URL names any node (or use the redis+cluster:// scheme); streams/redis_client.py.
+    redis_cluster: bool = False
+    # How long the worker's Redis commands retry a lost connection (a restart, a failover) before a lookup counts
+    # as a miss and the job pays for a model call: waiting out a short outage is cheaper than paying.
+    redis_retry_seconds: float = Field(default=5.0, ge=0)
     cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     # How long a job may wait on another job's model call before the call is considered lost and re-issued.
     inflight_timeout_seconds: float = Field(default=120.0, gt=0)

@@ -14,6 +14,8 @@
 #              SIMULATOR_PORT=8090 STORAGE_EVENTS_PORT=7071 (the storage-event relay; STACK_STORAGE_EVENTS=0: none)
 # S3 (env):    S3_ACCESS_KEY=test S3_SECRET_KEY=testsecret S3_BUCKET_NAME=waste-images
 # Other:       PYTHON=.venv/bin/python  STACK_SIMULATOR=0 (don't start the simulator)
+#              STACK_REDIS_CLUSTER=1: `up` also starts a Redis Cluster (3 masters + 3 replicas on
+#              REDIS_CLUSTER_PORT=7000..7005); `scripts/stack.sh redis-cluster-up` starts only that
 #              STACK_TIMEOUT=90 (seconds each readiness check may take)
 # Docker users: docker-compose.kafka.yml runs the same services from images with the same versions.
 set -euo pipefail
@@ -48,6 +50,8 @@ VERSITYGW_BIN=$STACK_DIR/bin/versitygw
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 REDIS_PORT=${REDIS_PORT:-6379}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-7000}   # first of six: three masters, one replica each
+STACK_REDIS_CLUSTER=${STACK_REDIS_CLUSTER:-0}
 S3_PORT=${S3_PORT:-7070}
 CDN_PORT=${CDN_PORT:-6081}
 SIMULATOR_PORT=${SIMULATOR_PORT:-8090}
@@ -561,10 +565,51 @@ redis_up() {
     already_up redis redis-server "$REDIS_PORT" && return 0
     mkdir -p "$STACK_DIR/redis"
     # A cache only: no RDB snapshots, no AOF. --dir keeps any stray file inside .stack.
+    # Persistence as production runs it: an append-only file fsynced every second (a crash loses at most the
+    # last second of writes), no RDB snapshots. A restart then keeps the 7-day cache and the near-duplicate index.
     launch redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no \
-        --save '' --appendonly no --dir "$STACK_DIR/redis"
+        --save '' --appendonly yes --appendfsync everysec --dir "$STACK_DIR/redis"
     wait_until "$STACK_TIMEOUT" redis "$(read_pid redis)" redis_ping || die "redis failed to start"
     say "redis: ready (pid $(read_pid redis), port $REDIS_PORT)"
+}
+
+# ---- redis cluster (STACK_REDIS_CLUSTER=1, or `scripts/stack.sh redis-cluster-up`) ----------------------------
+REDIS_CLUSTER_NODES=6
+redis_cluster_ports() { seq "$REDIS_CLUSTER_PORT" $(( REDIS_CLUSTER_PORT + REDIS_CLUSTER_NODES - 1 )); }
+redis_cluster_ok() {
+    redis-cli -h 127.0.0.1 -p "$REDIS_CLUSTER_PORT" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+redis_cluster_up() {
+    local port dir nodes=()
+    for port in $(redis_cluster_ports); do
+        nodes+=("127.0.0.1:$port")
+        already_up "redis-$port" redis-server "$port" && continue
+        dir=$STACK_DIR/redis-cluster/$port
+        mkdir -p "$dir"
+        launch "redis-$port" redis-server --port "$port" --bind 127.0.0.1 --daemonize no \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
+            --save '' --appendonly yes --appendfsync everysec --dir "$dir"
+    done
+    for port in $(redis_cluster_ports); do
+        wait_until "$STACK_TIMEOUT" "redis-$port" "$(read_pid "redis-$port")" \
+            eval "[[ \$(redis-cli -h 127.0.0.1 -p $port ping 2>/dev/null) == PONG ]]" || die "redis $port failed to start"
+    done
+    # First start: no slots assigned yet (nodes.conf keeps the cluster across restarts).
+    if redis-cli -h 127.0.0.1 -p "$REDIS_CLUSTER_PORT" cluster info | grep -q '^cluster_slots_assigned:0'; then
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >>"$LOG_DIR/redis-cluster.log" 2>&1 \
+            || die "redis-cli --cluster create failed (see $LOG_DIR/redis-cluster.log)"
+    fi
+    wait_until "$STACK_TIMEOUT" redis-cluster "" redis_cluster_ok || die "redis cluster not ok"
+    say "redis-cluster: ready (ports ${nodes[0]##*:}-${nodes[-1]##*:}, REDIS_URL=redis+cluster://127.0.0.1:$REDIS_CLUSTER_PORT/0)"
+}
+
+redis_cluster_down() {
+    local port
+    for port in $(redis_cluster_ports); do
+        [[ -n $(read_pid "redis-$port") ]] && stop "redis-$port" redis-server 10
+    done
+    return 0
 }
 
 # ---- S3 (versitygw) ------------------------------------------------------------------------------
@@ -729,6 +774,7 @@ cmd_up() {
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     kafka_launch
     redis_up
+    [[ $STACK_REDIS_CLUSTER == 1 ]] && redis_cluster_up
     edge_up   # answers (503) until the S3 server behind it is up
     local sim_ok=0
     simulator_up || sim_ok=1
@@ -761,6 +807,7 @@ cmd_down() {
     stop relay tools.storage_event_relay 10
     stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds
     stop redis redis-server 10
+    redis_cluster_down
 }
 
 # name pattern port
@@ -790,7 +837,8 @@ cmd_status() {
 cmd_reset() {
     cmd_down
     say "reset: wiping Kafka data and S3 data (downloads kept)"
-    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$EDGE_DIR"
+    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$EDGE_DIR" \
+        "$STACK_DIR/redis-cluster"
 }
 
 main() {
@@ -799,9 +847,11 @@ main() {
         up) cmd_up ;;
         down) cmd_down ;;
         app-down) cmd_app_down ;;
+        redis-cluster-up) mkdir -p "$RUN_DIR" "$LOG_DIR"; redis_cluster_up ;;
+        redis-cluster-down) redis_cluster_down ;;
         status) cmd_status ;;
         reset) cmd_reset ;;
-        *) echo "usage: $0 {install|up|down|app-down|status|reset}" >&2; exit 2 ;;
+        *) echo "usage: $0 {install|up|down|app-down|status|reset|redis-cluster-up|redis-cluster-down}" >&2; exit 2 ;;
     esac
 }
 

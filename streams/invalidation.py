@@ -2,7 +2,7 @@
 
 Used by ``python -m tools.invalidate`` and by the API's operator endpoint. Only Redis is touched: the entry
 ``cache:image:hash:{phash}``, its near-duplicate index memberships (under every layout and model version that
-indexed it), and the ``cache:job:{job_id}`` mapping are deleted, and the invalidation is recorded in
+indexed it), and the ``cache:job:{near}:{job_id}`` mapping are deleted, and the invalidation is recorded in
 ``cache:image:invalidated`` (pHash scored by time). Workers read that record every few seconds and stop serving
 the copies their Faust tables hold (see ``agents/dedupe.py``), so the next upload of the photo, or of a
 near-duplicate, pays for a fresh model call.
@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 import time
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from models.records import CachedClassification
 from streams.cache import cache_key
+from streams.redis_client import get_many
 from streams.near_index import INDEX_PREFIX, INVALIDATED_KEY, JOB_PREFIX, LAYOUTS_KEY, chunk_keys, layout_for
 
 _PHASH = re.compile(r"^[0-9a-f]{64}$")
@@ -55,10 +56,11 @@ async def invalidate(redis: Redis, *, phash: str | None = None, job_id: str | No
     for member in members:
         layout_tag, count = _text(member).rsplit(":", 1)
         layouts[layout_tag] = int(count)
-    raw_entries: list[bytes | str | None] = await redis.mget([cache_key(p) for p in phashes])
+    raw_entries: list[bytes | str | None] = await get_many(redis, [cache_key(p) for p in phashes])
     now = time.time()
     spans: list[tuple[str, int, int]] = []  # pHash, first reply, reply count (its DEL, job DELs and ZREMs)
-    async with redis.pipeline(transaction=True) as pipe:
+    # One MULTI on a single Redis; a cluster splits the pipeline by slot (each step is idempotent).
+    async with redis.pipeline(transaction=not isinstance(redis, RedisCluster)) as pipe:
         for p, raw in zip(phashes, raw_entries, strict=True):
             first = len(pipe)
             pipe.delete(cache_key(p))

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from streams.redis_client import get_many
+
 JOB_KEY = "api:job:{job_id}"
 CLAIM_KEY = "api:job:{job_id}:pub"
 STATE_CHANNEL = "api:job-states"
@@ -56,7 +58,7 @@ async def issued_jobs(redis: Any, job_ids: list[str]) -> dict[str, IssuedJob]:
     """The issued jobs among ``job_ids``, in one round trip."""
     if not job_ids:
         return {}
-    raws = await redis.mget([JOB_KEY.format(job_id=j) for j in job_ids])
+    raws = await get_many(redis, [JOB_KEY.format(job_id=j) for j in job_ids])  # MGET, or GETs on a cluster
     jobs = {j: _decode(j, raw) for j, raw in zip(job_ids, raws, strict=True)}
     return {j: job for j, job in jobs.items() if job is not None}
 

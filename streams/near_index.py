@@ -8,7 +8,7 @@ misses many re-uploads; this index catches them.
 differ in at most T chunks, so (pigeonhole) at least one of the m chunks is *equal*. Each cached pHash is a
 member of m Redis sorted sets, one per chunk value::
 
-    cache:image:mih:{tag}:{i}:{chunk hex}    members: pHash (64 hex chars), score: its expiry (epoch seconds)
+    cache:image:mih:{near}:{tag}:{i}:{chunk hex}    members: pHash (64 hex chars), score: its expiry (epoch s)
 
 A lookup reads the m sets of the query's chunk values, verifies every candidate with a popcount of the XOR and
 keeps those within T. With chunks of 256/m bits the number of candidates stays small however many hashes are
@@ -28,8 +28,12 @@ and waits on it instead of paying a second call; the claim is dropped when the r
 fails. The check and the claim run in one script, so two near-duplicates can never both miss each other: no
 distributed lock is taken, Redis runs each script atomically.
 
-One lookup is one round trip (EVALSHA): the script also reads the matched entries and checks their model
-version. It is written for a single Redis (or a primary with replicas), not Redis Cluster: its keys span slots.
+**Redis Cluster.** Every key of the index (results, claims, the job mappings, the layouts) carries the hash tag
+``{near}``, so each script's keys share one slot and the same scripts run on a single Redis and on a cluster.
+The cached entries (``cache:image:hash:{phash}``) live in other slots, so the script does not read them: it
+answers the closest candidates, and the client reads their entries (one GET each, closest first) and checks the
+model version. A lookup that finds results is two round trips; one that finds none (the common case) is one.
+The price of one slot: the whole index lives on one master (docs/SCALING.md has its size).
 """
 
 from __future__ import annotations
@@ -49,10 +53,14 @@ from models.settings import Settings
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 
 HASH_BITS = PHASH_HEX_LEN * 4
-INDEX_PREFIX = "cache:image:mih:"  # results
-PENDING_PREFIX = "cache:image:mihp:"  # claims of model calls under way
-LAYOUTS_KEY = "cache:image:near-layouts"  # "{tag}:{m}" scored by expiry: the layouts in use (for invalidation)
-JOB_PREFIX = "cache:job:"  # job_id -> pHash of the entry its model call produced
+# One hash tag for every key the scripts touch: on a Redis Cluster they share a slot (see the module's notes).
+SLOT_TAG = "{near}"
+INDEX_PREFIX = f"cache:image:mih:{SLOT_TAG}:"  # results
+PENDING_PREFIX = f"cache:image:mihp:{SLOT_TAG}:"  # claims of model calls under way
+LAYOUTS_KEY = f"cache:image:near-layouts:{SLOT_TAG}"  # "{tag}:{m}" by expiry: the layouts in use (invalidation)
+JOB_PREFIX = f"cache:job:{SLOT_TAG}:"  # job_id -> pHash of the entry its model call produced
+# How many of the closest indexed results a lookup answers (the client reads their entries, closest first).
+NEAR_CANDIDATES = 8
 INVALIDATED_KEY = "cache:image:invalidated"  # pHash -> when it was invalidated (workers drop table copies)
 
 
@@ -172,19 +180,21 @@ local function near(first, last, skip_self)
 end
 """
 
-# KEYS: m result keys, m pending keys. ARGV: phash, T, claim (0/1), claim ttl s, entry prefix, model version,
-# look at results (0/1), look at claims (0/1).
+# KEYS: m result keys, m pending keys (all in one slot). ARGV: phash, T, claim (0/1), claim ttl s, (unused),
+# (unused), look at results (0/1), look at claims (0/1), candidates to answer.
+# Answers {'near', pHash, distance, pHash, distance...} (closest first; the client reads and checks their entries,
+# which live in other slots), {'pending', pHash, distance}, {'claimed'} or {'miss'}.
 LOOKUP_LUA = _LUA_COMMON + """
 local m = #KEYS / 2
 if ARGV[7] == '1' then
-  for _, hd in ipairs(near(1, m, false)) do
-    local raw = redis.call('GET', ARGV[5] .. hd[1])
-    if raw then
-      local ok, entry = pcall(cjson.decode, raw)
-      if ok and type(entry) == 'table' and entry['model_version'] == ARGV[6] then
-        return {'near', hd[1], hd[2], raw}
-      end
+  local found = near(1, m, false)
+  if #found > 0 then
+    local reply = {'near'}
+    for i = 1, math.min(#found, tonumber(ARGV[9])) do
+      reply[#reply + 1] = found[i][1]
+      reply[#reply + 1] = found[i][2]
     end
+    return reply
   end
 end
 if ARGV[8] == '1' then
@@ -269,19 +279,30 @@ class RedisNearIndex:
         reply = await self._lookup(
             keys=[*self.result_keys(phash), *self.pending_keys(phash)],
             args=[phash, self.max_distance, int(claim), self.claim_ttl_seconds, self.prefix + ENTRY_PREFIX,
-                  self.model_version, int(results), int(pending)],
+                  self.model_version, int(results), int(pending), NEAR_CANDIDATES],
         )
         kind = NearKind(_text(reply[0]))
         if kind is NearKind.NEAR:
-            try:
-                entry = CachedClassification.model_validate_json(reply[3])
-            except ValidationError:
-                # Readable by Lua's JSON but not by the model: look again without results.
-                return await self.lookup(phash, claim=claim, pending=pending, results=False)
-            return NearMatch(kind, _text(reply[1]), int(reply[2]), entry)
+            for i in range(1, len(reply) - 1, 2):
+                candidate = _text(reply[i])
+                entry = self._valid_entry(await self.redis.get(self.prefix + ENTRY_PREFIX + candidate))
+                if entry is not None:
+                    return NearMatch(kind, candidate, int(reply[i + 1]), entry)
+            # Indexed, but expired, evicted, unreadable or of another model: look again without results (the
+            # claim, if asked for, is then taken atomically with the check of calls under way).
+            return await self.lookup(phash, claim=claim, pending=pending, results=False)
         if kind is NearKind.PENDING:
             return NearMatch(kind, _text(reply[1]), int(reply[2]))
         return NearMatch(kind)
+
+    def _valid_entry(self, raw: bytes | str | None) -> CachedClassification | None:
+        if raw is None:
+            return None
+        try:
+            entry = CachedClassification.model_validate_json(raw)
+        except ValidationError:
+            return None
+        return entry if entry.model_version == self.model_version else None
 
     async def add(self, entry: CachedClassification) -> None:
         """Index a new result (same TTL as the entry), map its job to it, and drop the claim of its pHash."""

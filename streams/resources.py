@@ -16,6 +16,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from models.settings import Settings
+from streams import redis_client
 from streams.budget import ModelBudget
 from streams.cache import ResultCache
 from streams.clients import s3_client
@@ -77,7 +78,8 @@ async def open_resources(settings: Settings):  # type: ignore[no-untyped-def]
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300))
         )
         s3: Any = await stack.enter_async_context(s3_client(settings))
-        redis = Redis.from_url(settings.redis_url)
+        redis = await redis_client.open_client(settings.redis_url, cluster=settings.redis_cluster,
+                                               retry_seconds=settings.redis_retry_seconds)
         stack.push_async_callback(redis.aclose)
         vision = VisionClient(settings)
         stack.push_async_callback(vision.close)

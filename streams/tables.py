@@ -35,6 +35,7 @@ inflight_by_phash = app.Table(
 # Reads and writes below are synchronous on purpose: between two awaits nothing else runs on the loop, so a
 # read-modify-write of one pHash's entry is atomic for the agents that share this worker's partitions.
 
+import collections  # noqa: E402
 import time  # noqa: E402
 
 from models.records import CachedClassification, ImageHashed  # noqa: E402
@@ -52,7 +53,34 @@ def fresh_result(phash: str, *, ttl_seconds: float, model_version: str) -> Cache
 
 
 def remember_result(entry: CachedClassification) -> None:
-    results_by_phash[entry.phash] = {"entry": entry.model_dump(mode="json"), "stored_at": time.time()}
+    stored_at = time.time()
+    results_by_phash[entry.phash] = {"entry": entry.model_dump(mode="json"), "stored_at": stored_at}
+    recent_results.append((stored_at, entry.phash))
+
+
+# What this process stored lately, oldest first: the re-warm's recent pass (streams/rewarm.py) reads it.
+recent_results: collections.deque[tuple[float, str]] = collections.deque(maxlen=50_000)
+
+
+def recent_entries(since: float) -> list[tuple[CachedClassification, float]]:
+    """(entry, stored_at) of the table answers stored by this process since ``since`` that are still in it."""
+    found: dict[str, tuple[CachedClassification, float]] = {}
+    for stored_at, phash in reversed(recent_results):
+        if stored_at < since:
+            break
+        value = results_by_phash.get(phash)
+        if value and phash not in found:
+            found[phash] = (CachedClassification.model_validate(value["entry"]), value["stored_at"])
+    return list(found.values())
+
+
+def all_entries() -> list[tuple[CachedClassification, float]]:
+    """(entry, stored_at) of every answer in this worker's table partitions, not revoked."""
+    out = []
+    for phash, value in list(results_by_phash.items()):
+        if value and not is_revoked(phash, value["stored_at"]):
+            out.append((CachedClassification.model_validate(value["entry"]), value["stored_at"]))
+    return out
 
 
 def forget_result(phash: str) -> None:

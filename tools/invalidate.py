@@ -16,14 +16,13 @@ import asyncio
 import json
 import sys
 
-from redis.asyncio import Redis
-
 from models.settings import load_settings
+from streams import redis_client
 from streams.invalidation import invalidate
 
 
-async def _run(redis_url: str, phash: str | None, job_id: str | None) -> list[str]:
-    redis = Redis.from_url(redis_url)
+async def _run(redis_url: str, phash: str | None, job_id: str | None, cluster: bool = False) -> list[str]:
+    redis = await redis_client.open_client(redis_url, cluster=cluster)
     try:
         return await invalidate(redis, phash=phash, job_id=job_id)
     finally:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     try:
-        invalidated = asyncio.run(_run(settings.redis_url, args.phash, args.job_id))
+        invalidated = asyncio.run(_run(settings.redis_url, args.phash, args.job_id, settings.redis_cluster))
     except ValueError as exc:
         parser.error(str(exc))
     print(json.dumps({"invalidated": invalidated}))

@@ -5,6 +5,7 @@ Names start with ``stack_`` so they never shadow fixtures of other test modules 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,29 @@ def stack_kafka(stack_env: StackEnv) -> str:
 
 @pytest.fixture
 def stack_redis_url(stack_env: StackEnv) -> str:
+    require_service("Redis", stack_env.redis_port)
+    return f"redis://127.0.0.1:{stack_env.redis_port}/0"
+
+
+@pytest.fixture(scope="session")
+def stack_redis_cluster_url() -> str:
+    """The stack's Redis Cluster (``scripts/stack.sh redis-cluster-up``; scripts/test.sh starts it)."""
+    port = int(os.environ.get("REDIS_CLUSTER_PORT", "7000"))
+    require_service("Redis Cluster", port)
+    return f"redis+cluster://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def stack_redis_kind(request: pytest.FixtureRequest) -> str:
+    """Run a Redis-backed test on the single Redis and on the Redis Cluster (use with :func:`stack_any_redis_url`)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def stack_any_redis_url(stack_redis_kind: str, stack_env: StackEnv, request: pytest.FixtureRequest) -> str:
+    """The single Redis's URL, or the cluster's (``redis+cluster://``), as ``stack_redis_kind`` says."""
+    if stack_redis_kind == "cluster":
+        return str(request.getfixturevalue("stack_redis_cluster_url"))
     require_service("Redis", stack_env.redis_port)
     return f"redis://127.0.0.1:{stack_env.redis_port}/0"
 

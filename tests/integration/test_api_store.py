@@ -1,10 +1,10 @@
-"""RedisJobStore on the real Redis: first result wins, TTLs, publish claims, state broadcast."""
+"""RedisJobStore on the real Redis, single and Cluster: first result wins, TTLs, publish claims, state broadcast."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -12,15 +12,15 @@ from redis.asyncio import Redis
 
 from api.store import Job, JobState, RedisJobStore
 from models.records import utcnow
-from models.settings import Settings
+from streams import redis_client
 from tests.api.fakes import sample_result
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
-async def redis(settings_factory: Callable[..., Settings]) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings_factory().redis_url, decode_responses=True)
+async def redis(stack_any_redis_url: str) -> AsyncIterator[Redis]:
+    client = await redis_client.open_client(stack_any_redis_url, decode_responses=True)
     yield client
     await client.aclose()
 

@@ -1,4 +1,4 @@
-"""The model-spend guard on the real Redis: shared windows, refusals counted per window, fail-open on outage."""
+"""The model-spend guard on the real Redis (single and Cluster): shared windows, refusals per window, fail-open."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from models.settings import Settings
+from streams import redis_client
 from streams.budget import ModelBudget
 
 NOW = 1_790_000_000.0  # a fixed instant: the windows are computed from it, not from the clock
 
 
 @pytest.fixture
-async def redis() -> Redis:
-    client = Redis.from_url(Settings(_env_file=None).redis_url)  # type: ignore[call-arg]
+async def redis(stack_any_redis_url: str) -> Redis:
+    client = await redis_client.open_client(stack_any_redis_url)
     yield client
     await client.aclose()
 

@@ -1,6 +1,7 @@
 """Near-duplicates on the real stack: the Redis index (Lua, expiry, claims, invalidation), then the whole pipeline.
 
-Index tests use Redis database 15 and delete what they write. Pipeline tests send re-uploads made by
+Index tests use Redis database 15 and delete what they write; each runs on the single Redis and again on the Redis
+Cluster (database 0 there, the only one a cluster has). Pipeline tests send re-uploads made by
 ``bench.variants`` (none byte-identical) through the running worker and the simulator. They start from the sample
 photos flipped left to right: the other tests of the session upload the sample photos themselves, and a
 re-encode of one of those is (rightly) a near-duplicate of it, which would hide the calls these tests count.
@@ -31,6 +32,7 @@ from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.cache import ResultCache
 from streams.imaging import hash_image
 from streams.invalidation import invalidate
+from streams import redis_client
 from streams.near_index import (
     INDEX_PREFIX,
     INVALIDATED_KEY,
@@ -77,8 +79,13 @@ def entry(phash: str, model_version: str, job_id: str | None = None) -> CachedCl
 
 
 @pytest.fixture
-async def redis15(stack_redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(stack_redis_url.rsplit("/", 1)[0] + "/15")
+def redis15_url(stack_any_redis_url: str, stack_redis_kind: str) -> str:
+    return stack_any_redis_url if stack_redis_kind == "cluster" else stack_any_redis_url.rsplit("/", 1)[0] + "/15"
+
+
+@pytest.fixture
+async def redis15(redis15_url: str) -> AsyncIterator[Redis]:
+    redis = await redis_client.open_client(redis15_url)
     yield redis
     await redis.aclose()
 
@@ -221,14 +228,14 @@ async def test_invalidation_by_phash_and_by_job_id(redis15: Redis) -> None:
 
 
 @pytest.mark.stack
-async def test_the_invalidate_command(redis15: Redis, stack_redis_url: str) -> None:
+async def test_the_invalidate_command(redis15: Redis, redis15_url: str) -> None:
     rng = random.Random()
     version = f"test-{uuid.uuid4().hex[:8]}"
     h = random_hash(rng)
     e = entry(h, version)
     await ResultCache(redis15, ttl_seconds=60, model_version=version).put(e)
     await RedisNearIndex(redis15, max_distance=T, model_version=version, ttl_seconds=60, claim_ttl_seconds=10).add(e)
-    env = {**os.environ, "REDIS_URL": stack_redis_url.rsplit("/", 1)[0] + "/15"}
+    env = {**os.environ, "REDIS_URL": redis15_url}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tools.invalidate", *args], cwd=ROOT, env=env,
