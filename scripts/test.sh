@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export APP_ENV=${APP_ENV:-development}   # test secrets are short; see README "Security"
+export INFRA_TOOLS_REQUIRED=${INFRA_TOOLS_REQUIRED:-1}   # tests/infra fail, not skip, when a checker is missing
 
 bash scripts/bootstrap_venv.sh
 bash scripts/install_chromium.sh
-bash scripts/stack.sh install
+STACK_INFRA_TOOLS=${STACK_INFRA_TOOLS:-1} bash scripts/stack.sh install   # with the infra checkers (tests/infra)
 if [[ ${KEEP_STACK:-0} != 1 ]]; then
   trap 'bash scripts/stack.sh down' EXIT
 fi
