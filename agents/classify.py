@@ -7,6 +7,7 @@ import base64
 import functools
 import logging
 import time
+import zlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 from models.errors import ErrorCode, PipelineError
 from models.records import CachedClassification, CacheInfo, CacheSource, ImageHashed, VisionRequest, utcnow
 from models.settings import VisionImageMode
-from streams import metrics, near_index, resources, tables, topics
+from streams import metrics, near_index, reframed, reframed_index, resources, tables, topics
 from streams.app import app
 from streams.channels import vision_requests_topic
 from streams.imaging import ImageLimits, content_digest, make_thumbnail, thumbnail_data_url
@@ -136,8 +137,21 @@ async def _call_and_answer(delivery: Delivery, res: resources.Resources) -> None
         await near_index.for_resources(res).add(entry)
     except RedisError as exc:  # the exact cache has it; only near-duplicates of it will miss
         log.warning("job_id=%s phash=%s: could not index the result (%s)", job.job_id, request.phash, exc)
+    await _index_reframed(res, request)
     tables.remember_result(entry)
     await _answer_all(delivery, entry, paid=True, model_ms=answer.latency_ms, attempts=answer.attempts)
+
+
+async def _index_reframed(res: resources.Resources, request: VisionRequest) -> None:
+    """Post the photo's features (computed by dedupe's reframed lookup) in the reframed index, same TTL."""
+    if not (res.settings.reframed_match and request.reframed_features):
+        return
+    try:
+        blob = base64.b64decode(request.reframed_features)
+        word_list = reframed.indexed_words(reframed.unpack(blob))
+        await reframed_index.for_resources(res).add(request.phash, blob, word_list)
+    except (RedisError, ValueError, zlib.error) as exc:  # reframed copies of it will pay; the result stands
+        log.warning("phash=%s: could not index its features (%s)", request.phash, exc)
 
 
 async def _cached(res: resources.Resources, phash: str) -> CachedClassification | None:

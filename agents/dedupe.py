@@ -12,16 +12,18 @@ the dedupe step of the call's own partition adds it to the call's waiters.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from typing import Any
 
+import aiohttp
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from models.errors import ErrorCode
+from models.errors import ErrorCode, PipelineError
 from models.records import CachedClassification, CacheInfo, CacheSource, ImageHashed, VisionRequest, utcnow
-from streams import metrics, near_index, resources, tables, topics
+from streams import metrics, near_index, reframed_index, resources, tables, topics
 from streams.app import app
 from streams.app import settings as app_settings
 from streams.channels import dedupe_maintenance_topic, images_hashed_topic, vision_requests_topic
@@ -92,6 +94,7 @@ async def deduplicate(job: ImageHashed) -> None:
         log.info("job_id=%s waits on job_id=%s for phash=%s", job.job_id, inflight.owner.job_id, job.phash)
         return
 
+    match = near_index.MISS
     if inflight is None and settings.near_duplicate_max_distance > 0:
         match = await _near_lookup(res, job)
         if match.kind is NearKind.NEAR:
@@ -102,6 +105,16 @@ async def deduplicate(job: ImageHashed) -> None:
             assert match.phash is not None
             await _wait_on_near_call(job, match)
             return
+    features: str | None = None
+    if inflight is None and settings.reframed_match:
+        found = await _reframed_lookup(res, job)
+        if found.entry is not None and found.verdict is not None:
+            await _release_claim(res, job.phash, match)
+            await _answer_from_cache(job, found.entry, CacheSource.REFRAMED, started,
+                                     distance=hamming(job.phash, found.entry.phash), check=found.verdict.describe())
+            return
+        features = base64.b64encode(found.stored).decode("ascii") if found.stored else None
+    if inflight is None and (settings.near_duplicate_max_distance > 0 or settings.reframed_match):
         # Nothing near (this pHash is now claimed, if claims are on). The await let other events run: a result
         # or a call for this very pHash may have appeared meanwhile.
         entry = _table_hit(job.phash)
@@ -120,8 +133,26 @@ async def deduplicate(job: ImageHashed) -> None:
     tables.start_inflight(job, waiters)
     metrics.cache_lookups_total.labels(source=CacheSource.MODEL.value).inc()
     await vision_requests_topic.send(
-        key=job.phash, value=VisionRequest(phash=job.phash, job=job, requested_at=utcnow()).to_bytes()
+        key=job.phash, value=VisionRequest(phash=job.phash, job=job, requested_at=utcnow(),
+                                           reframed_features=features).to_bytes()
     )
+
+
+async def _reframed_lookup(res: resources.Resources, job: ImageHashed) -> reframed_index.ReframedMatch:
+    """The reframed tier (only after the pHash tiers missed): features off the event loop, candidates from the
+    visual-word index, a geometric and a pixel check. Anything failing is a miss: the job pays, never fails."""
+    try:
+        found = await reframed_index.lookup(res, bucket=job.bucket, key=job.key, sha256=job.sha256, phash=job.phash)
+    except (RedisError, PipelineError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("job_id=%s phash=%s: reframed lookup failed (%s); treating it as a miss", job.job_id, job.phash,
+                    exc)
+        return reframed_index.ReframedMatch()
+    except Exception:  # a bug in this optional tier must not fail the job: it pays for its call instead
+        log.exception("job_id=%s phash=%s: reframed lookup crashed; treating it as a miss", job.job_id, job.phash)
+        return reframed_index.ReframedMatch()
+    log.info("job_id=%s phash=%s reframed: %s after %d candidates %s", job.job_id, job.phash,
+             found.verdict.describe() if found.verdict else "no match", found.verified, found.timings_ms)
+    return found
 
 
 async def _shared_cache_get(res: resources.Resources, job: ImageHashed, phash: str | None = None
@@ -140,11 +171,11 @@ def _table_hit(phash: str) -> CachedClassification | None:
 
 
 async def _answer_from_cache(job: ImageHashed, entry: CachedClassification, source: CacheSource,
-                             started: float, *, distance: int = 0) -> None:
+                             started: float, *, distance: int = 0, check: str | None = None) -> None:
     metrics.cache_lookups_total.labels(source=source.value).inc()
     cache = CacheInfo(hit=True, source=source, phash=job.phash, model_version=entry.model_version, distance=distance,
                       reused_job_id=entry.job_id if entry.job_id != job.job_id else None,
-                      matched_phash=entry.phash if entry.phash != job.phash else None)
+                      matched_phash=entry.phash if entry.phash != job.phash else None, check=check)
     lookup_ms = round((time.monotonic() - started) * 1000, 2)
     await publish_result(done_result(job, entry, cache, {"dedupe": lookup_ms}), reused=entry)
 

@@ -69,6 +69,7 @@ class CacheSource(StrEnum):
     INFLIGHT = "inflight"  # waited on another job's model call for the same hash
     MODEL = "model"  # this job paid for the model call
     NEAR = "near"  # the shared cache's result for another pHash within NEAR_DUPLICATE_MAX_DISTANCE bits
+    REFRAMED = "reframed"  # the shared cache's result for a photo this one is a crop/rotation/mirror/letterbox of
 
 
 class CacheInfo(BaseModel):
@@ -81,6 +82,8 @@ class CacheInfo(BaseModel):
     reused_job_id: str | None = None  # the job whose model call produced this answer, when it is not this job
     matched_phash: str | None = None  # the pHash of the reused result, when it is not this job's (near matches)
     model_version: str | None = None
+    # Which check accepted a reframed match: "orb+ransac inliers=.../... angle=... correlation=..." (else None).
+    check: str | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -122,6 +125,9 @@ class VisionRequest(_Event):
     phash: str
     job: ImageHashed
     requested_at: AwareDatetime
+    # The photo's packed ORB features (base64, a few KB), computed by dedupe's reframed lookup: classify posts
+    # them in the reframed index when the call succeeds (streams/reframed_index.py). None: not indexed.
+    reframed_features: str | None = None
 
 
 # --- cache entry (Redis value and Faust table value) ----------------------------------------------------------

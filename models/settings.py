@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     # through a claim in Redis) instead of paying for a second call.
     near_duplicate_wait: bool = True
 
+    # Reframed tier (streams/reframed.py, docs/NEAR_DUPLICATES.md): when the pHash tiers miss, look for a cached
+    # photo that this one is a crop, small rotation, mirror image or letterboxed screenshot of (ORB visual words in
+    # Redis), and reuse its result only if a RANSAC similarity transform with REFRAMED_MIN_INLIERS inliers AND a
+    # pixel comparison of the aligned pictures (correlation >= REFRAMED_MIN_CORRELATION) agree.
+    reframed_match: bool = True
+    reframed_min_inliers: int = Field(default=20, ge=8)
+    reframed_min_correlation: float = Field(default=0.85, ge=0.5, le=1.0)
+    reframed_max_angle_degrees: float = Field(default=10.0, ge=0, le=45)
+    reframed_candidates: int = Field(default=8, ge=1, le=64)  # photos verified per lookup, at most
+    reframed_word_cap: int = Field(default=32, ge=1, le=1024)  # cached photos kept per visual word
     # --- S3 (origin) and the CDN in front of it
     aws_region: str = "us-east-1"
     aws_access_key_id: str = "test"

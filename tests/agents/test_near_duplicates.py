@@ -78,6 +78,7 @@ async def test_a_near_duplicate_of_a_cached_result_reuses_it(harness: Harness, r
     assert result["cache"] == {
         "hit": True, "source": "near", "phash": near(ORIGINAL, 3, 77, 200), "distance": 3,
         "reused_job_id": "first", "matched_phash": ORIGINAL, "model_version": harness.settings.model_version,
+        "check": None,
     }
     assert result["classification"] == harness.results_by_job()["first"]["classification"]
 
