@@ -188,6 +188,7 @@ copy_host_config() {
             [[ -n $val ]] && ENV_PASS+=("$v=$val")
         done
     fi
+    return 0
 }
 
 copy_clone() {
