@@ -89,6 +89,9 @@ async def deduplicate(job: ImageHashed) -> None:
 
     inflight = tables.get_inflight(job.phash)
     if inflight is not None and inflight.age() < settings.inflight_timeout_seconds:
+        if inflight.owner.job_id == job.job_id:
+            await _ask_again(inflight)
+            return
         tables.add_waiter(job.phash, job)
         metrics.cache_lookups_total.labels(source=CacheSource.INFLIGHT.value).inc()
         log.info("job_id=%s waits on job_id=%s for phash=%s", job.job_id, inflight.owner.job_id, job.phash)
@@ -153,6 +156,19 @@ async def _reframed_lookup(res: resources.Resources, job: ImageHashed) -> refram
     log.info("job_id=%s phash=%s reframed: %s after %d candidates %s", job.job_id, job.phash,
              found.verdict.describe() if found.verdict else "no match", found.verified, found.timings_ms)
     return found
+
+
+async def _ask_again(inflight: tables.Inflight) -> None:
+    """The owner's own event came again (redelivered after a crash or a rebalance): the worker that sent its model
+    request may have died before the request left it, and waiting on it would leave every waiter stuck until the
+    lost-call timer (INFLIGHT_TIMEOUT_SECONDS). Send the request again: a call that did get through is answered
+    from the cache or joined in classify (one call per pHash per worker), never paid twice."""
+    owner = inflight.owner
+    log.info("job_id=%s phash=%s: its event was redelivered; sending its model request again", owner.job_id,
+             owner.phash)
+    await vision_requests_topic.send(
+        key=owner.phash, value=VisionRequest(phash=owner.phash, job=owner, requested_at=utcnow()).to_bytes()
+    )
 
 
 async def _shared_cache_get(res: resources.Resources, job: ImageHashed, phash: str | None = None

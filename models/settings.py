@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     # default is 5 minutes, during which such partitions are read by nobody).
     kafka_metadata_max_age_ms: int = Field(default=30_000, ge=1000)
     # A worker that dies without leaving its group (killed, machine lost) holds its partitions this long
-    # before the others take them over.
-    kafka_session_timeout_seconds: float = Field(default=60.0, ge=6.0)
+    # before the others take them over (heartbeats every min(3 s, a quarter of it)). Model calls cannot make a
+    # healthy worker miss it: heartbeats and polls run on their own tasks, the calls in agents concurrently.
+    kafka_session_timeout_seconds: float = Field(default=10.0, ge=6.0)
     # Who a client is to Kafka (streams/kafka_security.py builds every client's arguments from these). Unset
     # protocol: in development mode the local stack's generated credentials ({STACK_DIR}/kafka/credentials.env,
     # one principal per role: admin, api, worker) when that file exists, else PLAINTEXT; production refuses to
