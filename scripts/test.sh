@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export APP_ENV=${APP_ENV:-development}   # test secrets are short; see README "Security"
+# The Redis-backed tests run on a single Redis and on a Redis Cluster (ports 7000-7005, a second or two to start).
+export STACK_REDIS_CLUSTER=${STACK_REDIS_CLUSTER:-1}
 export INFRA_TOOLS_REQUIRED=${INFRA_TOOLS_REQUIRED:-1}   # tests/infra fail, not skip, when a checker is missing
 
 bash scripts/bootstrap_venv.sh
