@@ -256,6 +256,7 @@ async def _verified_image(res: resources.Resources, job: ImageHashed) -> str:
         _thumbnail_slots = asyncio.Semaphore(THUMBNAIL_SLOTS)
     async with _thumbnail_slots:
         fetched = await res.fetcher.fetch(job.bucket, job.key)
+        metrics.refetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
         loop = asyncio.get_running_loop()
         if job.sha256 is None:  # an event from before digests were pinned: nothing to compare with
             log.warning("job_id=%s: hashed-image event without a digest; the bytes are not verified", job.job_id)

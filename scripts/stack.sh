@@ -10,7 +10,7 @@
 #   scripts/stack.sh reset     down, then wipe Kafka and S3 data (downloads are kept)
 #   STACK_RESET=1 scripts/stack.sh up   same as reset, then up
 #
-# Ports (env): KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 REDIS_PORT=6379 S3_PORT=7070 CDN_PORT=6081
+# Ports (env): KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 REDIS_PORT=6379 S3_PORT=7070 CDN_PORT=6081 EDGE_EXPORTER_PORT=9131
 #              SIMULATOR_PORT=8090 STORAGE_EVENTS_PORT=7071 (the storage-event relay; STACK_STORAGE_EVENTS=0: none)
 # S3 (env):    S3_ACCESS_KEY=test S3_SECRET_KEY=testsecret S3_BUCKET_NAME=waste-images
 # Other:       PYTHON=.venv/bin/python  STACK_SIMULATOR=0 (don't start the simulator)
@@ -55,6 +55,7 @@ STACK_REDIS_CLUSTER=${STACK_REDIS_CLUSTER:-0}
 S3_PORT=${S3_PORT:-7070}
 CDN_PORT=${CDN_PORT:-6081}
 SIMULATOR_PORT=${SIMULATOR_PORT:-8090}
+EDGE_EXPORTER_PORT=${EDGE_EXPORTER_PORT:-9131}   # the edge's Prometheus metrics (tools/edge_exporter.py)
 # The storage-event relay (tools/storage_event_relay.py): versitygw posts its bucket notifications there, it writes
 # them to Kafka (waste.storage.events). STACK_STORAGE_EVENTS=0 starts the S3 server without notifications.
 STORAGE_EVENTS_PORT=${STORAGE_EVENTS_PORT:-7071}
@@ -406,7 +407,9 @@ cmd_install() {
         || die "setsid, timeout and awk are needed (Debian/Ubuntu: apt-get install util-linux coreutils mawk)"
     install_kafka
     install_versitygw
-    [[ ${STACK_INFRA_TOOLS:-1} == 1 ]] && install_infra_tools   # STACK_INFRA_TOOLS=0: skip (tests/infra then skip)
+    # The infra checkers (tests/infra) only for the tests: scripts/test.sh sets STACK_INFRA_TOOLS=1; `make demo`
+    # and `make stack-up` do not need them.
+    [[ ${STACK_INFRA_TOOLS:-0} == 1 ]] && install_infra_tools
     say "install done in $(since "$t0")s"
 }
 
@@ -747,6 +750,20 @@ edge_up() {
     say "edge: ready (varnish, pid $(read_pid edge), port $CDN_PORT -> origin 127.0.0.1:$S3_PORT)"
 }
 
+# The edge's counters (varnishstat -j, read at each scrape) as Prometheus metrics: requests, bytes, hit rate.
+edge_exporter_ready() {
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EDGE_EXPORTER_PORT/metrics") == 200 ]]
+}
+
+edge_exporter_up() {
+    already_up edge-exporter tools.edge_exporter "$EDGE_EXPORTER_PORT" && return 0
+    launch edge-exporter "$PYTHON" -m tools.edge_exporter --host 127.0.0.1 --port "$EDGE_EXPORTER_PORT" \
+        --varnish-dir "$VARNISH_DIR"
+    wait_until "$STACK_TIMEOUT" edge-exporter "$(read_pid edge-exporter)" edge_exporter_ready \
+        || die "edge exporter failed to start"
+    say "edge-exporter: ready (pid $(read_pid edge-exporter), http://127.0.0.1:$EDGE_EXPORTER_PORT/metrics)"
+}
+
 # ---- vision-model simulator ----------------------------------------------------------------------
 simulator_ready() {
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SIMULATOR_PORT/_sim/stats") == 200 ]]
@@ -776,6 +793,7 @@ cmd_up() {
     redis_up
     [[ $STACK_REDIS_CLUSTER == 1 ]] && redis_cluster_up
     edge_up   # answers (503) until the S3 server behind it is up
+    edge_exporter_up
     local sim_ok=0
     simulator_up || sim_ok=1
     kafka_wait
@@ -802,6 +820,7 @@ cmd_down() {
     stop api "-m api" 15
     stop worker "streams.app" 45
     stop simulator "simulator" 10
+    stop edge-exporter tools.edge_exporter 10
     stop edge varnishd 10
     stop s3 versitygw 10
     stop relay tools.storage_event_relay 10
@@ -817,6 +836,7 @@ SERVICES=(
     "s3 versitygw S3_PORT"
     "relay tools.storage_event_relay STORAGE_EVENTS_PORT"
     "edge varnishd CDN_PORT"
+    "edge-exporter tools.edge_exporter EDGE_EXPORTER_PORT"
     "simulator simulator SIMULATOR_PORT"
 )
 

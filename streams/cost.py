@@ -4,7 +4,7 @@ A call's dollars are ``prompt_tokens x MODEL_PRICE_INPUT_PER_1M_TOKENS / 1e6 + c
 MODEL_PRICE_OUTPUT_PER_1M_TOKENS / 1e6`` (defaults: gpt-4o's list prices). Every billed answer counts, also one
 that is retried (a cut or invalid answer) or refused: the endpoint bills them all.
 
-Savings: a result answered by a cache tier (table, redis, near, inflight) saved **the cost of the call being
+Savings: a result answered by a cache tier (table, redis, near, reframed, inflight) saved **the cost of the call being
 reused** (``CachedClassification.cost_usd``, recorded when that call was made). An entry cached before costs were
 recorded counts at the mean cost of the calls this worker has paid for so far (nothing before its first call).
 The digest tier (SHA-256 -> pHash) saves a decode, not a model call: a byte-identical re-upload would find the
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import threading
 
+from models.records import CacheSource
 from models.settings import Settings
 from streams import metrics
 
-# The tiers a result can come from without a model call (CacheInfo.source values).
-SAVING_TIERS = ("table", "redis", "near", "inflight")
+# The tiers a result can come from without a model call: every CacheInfo.source but "model".
+SAVING_TIERS = tuple(source.value for source in CacheSource if source is not CacheSource.MODEL)
 
 _lock = threading.Lock()
 _paid_calls = 0

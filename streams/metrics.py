@@ -24,6 +24,9 @@ model_latency_seconds = Histogram(
 )
 hash_total = Counter("waste_hash_total", "pHashes, by how they were found (decode | digest)", ["path"])
 fetch_total = Counter("waste_fetch_total", "Image fetches, by source and edge cache status", ["source", "cdn_cache"])
+refetch_total = Counter(
+    "waste_refetch_total", "Re-reads of a hashed image for the model (classify, on a miss), by source and edge cache "
+    "status", ["source", "cdn_cache"])
 stage_seconds = Histogram(
     "waste_stage_seconds", "Time per stage", ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.settings import Settings, load_settings
 from streams import kafka_security, topics
-from tools import processes
+from tools import cost_report, processes
 from tools.kafka_admin import position_at_end, start_group_at_end
 from tools.photos import SAMPLES_DIR, content_type, image_files
 
@@ -131,6 +131,22 @@ async def simulator_calls(settings: Settings) -> int | None:
         return None  # a real model endpoint: no simulator counter
 
 
+async def metrics_snapshot(settings: Settings) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """The worker's and the edge exporter's metrics now (None where one cannot be read)."""
+    import os
+
+    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
+    urls = (f"http://{host}:{settings.worker_web_port}/metrics",
+            f"http://127.0.0.1:{os.environ.get('EDGE_EXPORTER_PORT', '9131')}/metrics")
+    out: list[dict[str, float] | None] = []
+    for url in urls:
+        try:
+            out.append(await asyncio.to_thread(cost_report.read_metrics, url, 5.0))
+        except (OSError, ValueError):
+            out.append(None)
+    return out[0], out[1]
+
+
 async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
     """What the app does for one photo."""
     ctype = content_type(photo)
@@ -228,9 +244,11 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} re-uploads) "
           f"by {args.users} concurrent users:")
     before = await simulator_calls(settings)
+    metrics_before = await metrics_snapshot(settings)
     started = time.monotonic()
     outcomes = await crowd(settings, photos, args.users)
     after = await simulator_calls(settings)
+    metrics_after = await metrics_snapshot(settings)
     summary = summarize(outcomes, after - before if before is not None and after is not None else None)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     print("\nsummary")
@@ -245,6 +263,20 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"  wall time {summary['wall_s']} s")
     if summary["answered_by"]:
         print(f"  answered by {', '.join(summary['answered_by'])}")
+    if metrics_before[0] is not None and metrics_after[0] is not None:
+        worker = cost_report.minus(metrics_after[0], metrics_before[0])
+        edge = (cost_report.minus(metrics_after[1], metrics_before[1])
+                if metrics_after[1] is not None and metrics_before[1] is not None else None)
+        spent = cost_report.total(worker, "waste_model_spent_dollars_total")
+        saved = cost_report.by_label(worker, "waste_model_saved_dollars_total", "source")
+        summary["dollars_spent"] = round(spent, 6)
+        summary["dollars_saved"] = {k: round(v, 6) for k, v in saved.items()}
+        tiers = ", ".join(f"{k} ${v:.4f}" for k, v in sorted(saved.items()) if v)
+        print(f"  model dollars spent ${spent:.4f}, saved ${sum(saved.values()):.4f}"
+              f"{f' ({tiers})' if tiers else ''}  (usage x MODEL_PRICE_*_PER_1M_TOKENS; docs/COST.md)")
+        print()
+        print(cost_report.render(cost_report.build_report(worker, edge)))
+        print()
     if any("(simulator)" in name for name in summary["answered_by"]):
         print("  NOTE: these answers come from the vision-model SIMULATOR (a stand-in that guesses), "
               "not from a real model")
