@@ -81,11 +81,14 @@ MIRROR=$(mirror_for "$SUITE" | head -n 1)
 
 # ---- free ports: the chroot shares the host's network --------------------------------------------------------
 port_busy() { timeout 1 bash -c ">/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
-declare -A PORTS=([KAFKA_PORT]=9092 [KAFKA_CONTROLLER_PORT]=9093 [REDIS_PORT]=6379 [S3_PORT]=7070
-                  [CDN_PORT]=6081 [SIMULATOR_PORT]=8090 [API_PORT]=8080 [WORKER_WEB_PORT]=6066)
+# The app's own ports, plus every NAME_PORT=${NAME_PORT:-N} the clone's scripts/stack.sh declares (pick_ports).
+declare -A PORTS=([API_PORT]=8080 [WORKER_WEB_PORT]=6066)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pick_ports() {  # just before the commands run (the host's processes come and go): the env for the ports
-    local var new moved=() other_stack=0
+    local var new moved=() other_stack=0 line
+    while IFS= read -r line; do
+        PORTS[${line%%=*}]=${line##*:-}
+    done < <(grep -oE '^[A-Z0-9_]+_PORT=\$\{[A-Z0-9_]+_PORT:-[0-9]+' "$ROOT$CLONE_IN_ROOT/scripts/stack.sh")
     for var in KAFKA_PORT REDIS_PORT S3_PORT CDN_PORT SIMULATOR_PORT; do
         port_busy "${PORTS[$var]}" && other_stack=1
     done
