@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # deployments set APP_ENV=production (the default when unset) and real secrets.
 export APP_ENV ?= development
 
-.PHONY: help lint venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench worker api simulator mutation
+.PHONY: help lint venv stack-install stack-up stack-down stack-status stack-reset test test-unit demo bench chaos worker api simulator mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: stack-up  ## benchmarks; writes bench/latest.json
 mutation: venv  ## mutation score of the deciding modules against the fast tests (slow; not part of make test; docs/MUTATION.md)
 	@.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@bash scripts/mutation.sh
+
+chaos: stack-install  ## fault suite on a private stack (other ports); writes chaos/latest.json and CHAOS.md
+	@$(PY) -m tools.chaos
 
 lint: venv  ## ruff and mypy (install the dev extra: .venv/bin/pip install -e '.[dev]')
 	@.venv/bin/ruff check models streams agents api simulator tools bench

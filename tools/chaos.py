@@ -1,0 +1,519 @@
+"""The fault suite (``make chaos``): one fault at a time during a steady stream of uploads with repeats.
+
+    python -m tools.chaos                      # every fault; writes chaos/latest.json and the table in CHAOS.md
+    python -m tools.chaos --only redis_restart worker_kill --photos 6
+
+Everything runs on a private stack that this command starts and stops (``scripts/stack.sh`` with its own
+``STACK_DIR`` and ports, so the shared stack on the default ports is never touched): one Kafka broker, Redis
+(AOF), the S3 server, the CDN edge and the simulator, plus two workers in one consumer group. Each phase sends
+new photos (each as it is three times, re-encoded at quality 70 and resized to 80%: none byte-identical but the
+repeats), one upload-complete event every ``--pace`` seconds, injects its fault a few seconds in, ends it, and
+waits for every job's result. Per phase it records:
+
+- ``unanswered``: jobs without a terminal result after ``--settle`` seconds (goal 0);
+- ``duplicates``: results beyond the first per job on the results topic (goal 0; the API keeps the first);
+- ``paid_calls`` against ``photos``: answers the model gave (the simulator's ``ok``), and every request;
+- ``healthy_after_s``: from the fault's start until the last job that waited longer than ``HEALTHY_LATENCY_S``
+  had its answer (0 when no job waited that long; -1 when some job never got one); ``worst_wait_s``: the
+  slowest job, counted from the fault's start for jobs published before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from PIL import Image
+
+from models.records import AnalysisResult, JobStatus, UploadCompleted, utcnow
+from models.settings import Settings
+from streams import kafka_security, topics
+from streams.clients import s3_client
+from tools import photos as photo_tools
+from tools.kafka_admin import partition_counts, position_at_end, start_group_at_end_blocking
+from tools.processes import free_port, settings_env, stop_process
+
+ROOT = Path(__file__).resolve().parents[1]
+HEALTHY_LATENCY_S = 5.0
+FAULT_AT_S = 6.0
+PORTS = {"KAFKA_PORT": 19092, "KAFKA_CONTROLLER_PORT": 19093, "REDIS_PORT": 16379, "S3_PORT": 17070,
+         "CDN_PORT": 16081, "SIMULATOR_PORT": 18090, "STORAGE_EVENTS_PORT": 17071, "EDGE_EXPORTER_PORT": 19131}
+KEY_PATTERN = r"chaos/[a-z0-9-]{1,64}\.jpg"
+
+
+# --- the private stack ---------------------------------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, stack_dir: Path) -> None:
+        self.dir = stack_dir
+        self.env = {**os.environ, **{k: str(v) for k, v in PORTS.items()}, "STACK_DIR": str(stack_dir),
+                    "STACK_STORAGE_EVENTS": "0", "APP_ENV": "development"}
+
+    def prepare(self) -> None:
+        """Reuse the shared stack's downloads (Kafka's jars, the S3 server's binary) instead of fetching them."""
+        shared = ROOT / ".stack"
+        for part in ("kafka/lib", "bin"):
+            if not (self.dir / part).exists() and (shared / part).exists():
+                (self.dir / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(shared / part, self.dir / part, symlinks=True)
+        if not (self.dir / "kafka/lib").exists():
+            self.run("install")
+
+    def run(self, command: str) -> None:
+        done = subprocess.run(["bash", "scripts/stack.sh", command], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"stack.sh {command} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+    def pid(self, name: str) -> int:
+        return int((self.dir / "run" / f"{name}.pid").read_text().strip())
+
+    def signal(self, name: str, sig: int) -> None:
+        os.kill(self.pid(name), sig)
+
+    def wait_gone(self, name: str, timeout: float = 30.0) -> None:
+        pid, deadline = self.pid(name), time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            # A killed child of no one of ours: gone once its /proc entry is (it is reaped by init).
+            time.sleep(0.1)
+
+
+def settings_for(stack: Stack, run: str) -> Settings:
+    p = PORTS
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, app_env="development", app_id=f"waste-chaos-{run}", prompt_version=f"chaos-{run}",
+        kafka_bootstrap_servers=f"127.0.0.1:{p['KAFKA_PORT']}", redis_url=f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
+        s3_endpoint_url=f"http://127.0.0.1:{p['S3_PORT']}", cdn_base_url=f"http://127.0.0.1:{p['CDN_PORT']}/waste-images",
+        openai_base_url=f"http://127.0.0.1:{p['SIMULATOR_PORT']}/v1", stack_dir=str(stack.dir),
+        upload_key_pattern=KEY_PATTERN, kafka_auto_offset_reset="earliest", worker_web_port=free_port(),
+        vision_backoff_base_seconds=0.2,
+    )
+
+
+@dataclass
+class Worker:
+    name: str
+    settings: Settings
+    stack: Stack
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.stack.dir / "logs" / f"{self.name}-{self.settings.app_id}.log"
+        data = self.stack.dir / "faust" / f"{self.name}-{self.settings.app_id}"
+        data.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("faust")), "--datadir", str(data), "-A", "streams.app", "worker",
+                 "-l", "info"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)
+            stop_process(self.process, 30)
+
+
+async def held(port: int) -> dict[str, list[int]]:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http, \
+                http.get(f"http://127.0.0.1:{port}/readyz") as r:
+            body = await r.json()
+            return body["partitions_held"] if r.status == 200 else {}
+    except (aiohttp.ClientError, ValueError, asyncio.TimeoutError):
+        return {}
+
+
+async def wait_until_shared(settings: Settings, workers: list[Worker], timeout: float = 120.0) -> float:
+    """Every worker ready and the partitions of every topic split among them; returns the seconds it took."""
+    expected = await partition_counts(settings, topics.WORKER_SOURCES)
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        helds = [await held(w.settings.worker_web_port) for w in workers]
+        if all(helds) and all(sorted(sum((h.get(t, []) for h in helds), [])) == list(range(n))
+                              for t, n in expected.items()):
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"workers did not share the partitions within {timeout}s: {helds}")
+
+
+# --- the stream ------------------------------------------------------------------------------------------------
+
+
+def variants(jpeg: bytes) -> list[bytes]:
+    def encode(quality: int, scale: float) -> bytes:
+        image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+        image = image.resize((int(image.width * scale), int(image.height * scale)))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=quality)
+        return out.getvalue()
+
+    return [jpeg, jpeg, jpeg, encode(70, 1.0), encode(90, 0.8)]
+
+
+@dataclass
+class Phase:
+    name: str
+    fault: str
+    photos: int = 0
+    uploads: int = 0
+    unanswered: int = 0
+    duplicates: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    paid_calls: int = 0
+    model_requests: int = 0
+    extra_paid_calls: int = 0
+    healthy_after_s: float = 0.0
+    worst_wait_s: float = 0.0
+    fault_duration_s: float = 0.0
+    notes: str = ""
+
+
+class Stream:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        kafka = kafka_security.client_kwargs(settings, "api")
+        self.producer = AIOKafkaProducer(**kafka)
+        self.consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None, auto_offset_reset="latest")
+        self.published: dict[str, float] = {}
+        self.answers: dict[str, list[tuple[float, AnalysisResult]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        await position_at_end(self.consumer)
+        self._task = asyncio.create_task(self._collect())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def _collect(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    job = (record.key or b"").decode()
+                    if job in self.published:
+                        self.answers.setdefault(job, []).append(
+                            (time.monotonic(), AnalysisResult.model_validate_json(record.value)))
+
+    async def publish(self, key: str) -> None:
+        job = str(uuid.uuid4())
+        event = UploadCompleted(job_id=job, bucket=self.settings.s3_bucket_name, key=key, uploaded_at=utcnow())
+        self.published[job] = time.monotonic()
+        # The broker may be the fault: keep trying (a client would), the job counts from its first attempt.
+        while True:
+            try:
+                await self.producer.send_and_wait(topics.UPLOADS_COMPLETED, key=job.encode(), value=event.to_bytes())
+                return
+            except Exception:  # noqa: BLE001 - any broker error: retry until the phase's deadline
+                await asyncio.sleep(0.5)
+
+
+async def upload(settings: Settings, blobs: list[bytes]) -> list[str]:
+    async with s3_client(settings) as s3:
+        keys = []
+        for blob in blobs:
+            key = f"chaos/{uuid.uuid4()}.jpg"
+            await s3.put_object(Bucket=settings.s3_bucket_name, Key=key, Body=blob, ContentType="image/jpeg")
+            keys.append(key)
+        return keys
+
+
+async def simulator(settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    base = (settings.openai_base_url or "").removesuffix("/v1")
+    async with aiohttp.ClientSession() as http, http.request(method, base + path, json=payload) as r:
+        r.raise_for_status()
+        return await r.json()
+
+
+# --- the faults ------------------------------------------------------------------------------------------------
+
+Fault = Callable[["Suite"], Awaitable[str]]
+
+
+class Suite:
+    def __init__(self, stack: Stack, settings: Settings, pace: float, photos: int, settle: float) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.pace = pace
+        self.photos = photos
+        self.settle = settle
+        self.workers = [Worker("chaos-a", settings, stack),
+                        Worker("chaos-b", settings.model_copy(update={"worker_web_port": free_port()}), stack)]
+        self.stream = Stream(settings)
+        self.next_photo = 0
+        self.all_photos = photo_tools.sample_photos()
+        self.baseline_extra: int | None = None
+
+    async def sim_stats(self) -> dict[str, Any]:
+        return await simulator(self.settings, "GET", "/_sim/stats")  # type: ignore[no-any-return]
+
+    async def run_phase(self, name: str, fault: Fault | None) -> Phase:
+        photos = [photo_tools.distinct_photo(self.all_photos, self.next_photo + i) for i in range(self.photos)]
+        self.next_photo += self.photos
+        blobs = [b for p in photos for b in variants(p)]
+        random.Random(name).shuffle(blobs)
+        keys = await upload(self.settings, blobs)
+        before = await self.sim_stats()
+        jobs_before = set(self.stream.published)
+        started = time.monotonic()
+        fault_task: asyncio.Task[str] | None = None
+        fault_at = started + FAULT_AT_S
+        for i, key in enumerate(keys):
+            if fault is not None and fault_task is None and time.monotonic() >= fault_at:
+                fault_at = time.monotonic()
+                fault_task = asyncio.create_task(fault(self))
+            await self.stream.publish(key)
+            await asyncio.sleep(max(0.0, started + (i + 1) * self.pace - time.monotonic()))
+        if fault is not None and fault_task is None:
+            fault_at = time.monotonic()
+            fault_task = asyncio.create_task(fault(self))
+        notes = await fault_task if fault_task is not None else ""
+        fault_end = time.monotonic()
+        jobs = set(self.stream.published) - jobs_before
+        deadline = time.monotonic() + self.settle
+        while not jobs <= self.stream.answers.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3.0)  # a duplicate arrives right after its first, if at all
+        after = await self.sim_stats()
+        phase = Phase(name=name, fault=name if fault else "none", photos=len(photos), uploads=len(jobs), notes=notes)
+        phase.fault_duration_s = round(fault_end - fault_at, 1) if fault else 0.0
+        phase.unanswered = len(jobs - self.stream.answers.keys())
+        phase.duplicates = sum(len(self.stream.answers[j]) - 1 for j in jobs & self.stream.answers.keys())
+        for j in jobs & self.stream.answers.keys():
+            result = self.stream.answers[j][0][1]
+            if result.status is JobStatus.FAILED and result.error is not None:
+                phase.failed[result.error.code.value] = phase.failed.get(result.error.code.value, 0) + 1
+        phase.paid_calls = after["ok"] - before["ok"]
+        phase.model_requests = after["calls"] - before["calls"]
+        phase.extra_paid_calls = phase.paid_calls - phase.photos
+        origin = fault_at if fault else started
+        waits = {j: self.stream.answers[j][0][0] - max(self.stream.published[j], origin)
+                 for j in jobs & self.stream.answers.keys()}
+        phase.worst_wait_s = round(max(waits.values(), default=0.0), 1)
+        # Healthy again once the last job that waited longer than HEALTHY_LATENCY_S has its answer.
+        slow = [self.stream.answers[j][0][0] - origin for j in waits
+                if self.stream.answers[j][0][0] - self.stream.published[j] > HEALTHY_LATENCY_S]
+        phase.healthy_after_s = round(max(slow, default=0.0), 1) if phase.unanswered == 0 else -1.0
+        return phase
+
+    async def restore(self) -> None:
+        """Everything back up between phases: services, both workers, a well-behaved model."""
+        await asyncio.to_thread(self.stack.run, "up")
+        await simulator(self.settings, "POST", "/_sim/config",
+                        {"rates": {"429": 0, "500": 0, "hang": 0}, "latency_ms": 800, "jitter_ms": 100})
+        for w in self.workers:
+            if not w.alive():
+                w.start()
+        await wait_until_shared(self.settings, self.workers)
+
+
+async def worker_kill(suite: Suite) -> str:
+    victim = suite.workers[1]
+    victim.kill(signal.SIGKILL)
+    await asyncio.sleep(7.0)
+    victim.start()
+    return "kill -9 of one of two workers, restarted 7 s later"
+
+
+async def worker_pause(suite: Suite) -> str:
+    victim = suite.workers[1]
+    pause = suite.settings.kafka_session_timeout_seconds + 5
+    victim.kill(signal.SIGSTOP)
+    await asyncio.sleep(pause)
+    victim.kill(signal.SIGCONT)
+    return f"SIGSTOP of one of two workers for {pause:.0f} s (session timeout + 5 s), then SIGCONT"
+
+
+async def redis_restart(suite: Suite) -> str:
+    suite.stack.signal("redis", signal.SIGKILL)
+    await asyncio.to_thread(suite.stack.wait_gone, "redis")
+    await asyncio.to_thread(suite.stack.run, "up")  # redis-server again, from its append-only file
+    return "kill -9 of Redis, started again at once (AOF, appendfsync everysec)"
+
+
+async def redis_outage(suite: Suite) -> str:
+    suite.stack.signal("redis", signal.SIGKILL)
+    await asyncio.sleep(16)
+    await asyncio.to_thread(suite.stack.run, "up")
+    return "kill -9 of Redis, back 16 s later (AOF)"
+
+
+async def redis_wipe(suite: Suite) -> str:
+    suite.stack.signal("redis", signal.SIGKILL)
+    await asyncio.to_thread(suite.stack.wait_gone, "redis")
+    shutil.rmtree(suite.stack.dir / "redis", ignore_errors=True)  # as a Redis without persistence comes back
+    await asyncio.to_thread(suite.stack.run, "up")
+    return "kill -9 of Redis, its data deleted, started again at once (empty: the re-warm's full pass)"
+
+
+async def _stop_for(suite: Suite, name: str, seconds: float) -> None:
+    suite.stack.signal(name, signal.SIGTERM)
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(suite.stack.run, "up")
+
+
+async def edge_stop(suite: Suite) -> str:
+    await _stop_for(suite, "edge", 30)
+    return "CDN edge (varnish) stopped for 30 s"
+
+
+async def s3_stop(suite: Suite) -> str:
+    await _stop_for(suite, "s3", 30)
+    return "S3 server stopped for 30 s (objects uploaded before the phase)"
+
+
+async def broker_kill(suite: Suite) -> str:
+    suite.stack.signal("kafka", signal.SIGKILL)
+    await asyncio.sleep(30)
+    await asyncio.to_thread(suite.stack.run, "up")
+    return "kill -9 of the (only) Kafka broker, back 30 s later"
+
+
+async def model_storm(suite: Suite) -> str:
+    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"429": 0.3, "500": 0.1}, "retry_after_s": 1})
+    await asyncio.sleep(20)
+    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"429": 0, "500": 0}})
+    return "model storm for 20 s: 30% 429 (Retry-After 1 s), 10% 500"
+
+
+async def model_hang(suite: Suite) -> str:
+    hang = suite.settings.vision_timeout_seconds + 10
+    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0.3}, "hang_s": hang})
+    await asyncio.sleep(20)
+    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0}})
+    return f"for 20 s, 30% of model calls hang {hang:.0f} s (longer than the call timeout and the session timeout)"
+
+
+FAULTS: dict[str, Fault | None] = {
+    "baseline": None, "worker_kill": worker_kill, "worker_pause": worker_pause, "redis_restart": redis_restart,
+    "redis_outage": redis_outage, "redis_wipe": redis_wipe,
+    "edge_stop": edge_stop, "s3_stop": s3_stop, "model_storm": model_storm, "model_hang": model_hang,
+    "broker_kill": broker_kill,
+}
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def table(phases: list[dict[str, Any]]) -> str:
+    head = ("| fault | jobs | unanswered | duplicates | paid calls / photos | model requests | failed | "
+            "healthy after | worst wait |\n|---|---|---|---|---|---|---|---|---|\n")
+    rows = [f"| {p['name']} | {p['uploads']} | {p['unanswered']} | {p['duplicates']} | {p['paid_calls']} / "
+            f"{p['photos']} | {p['model_requests']} | {', '.join(f'{k} {v}' for k, v in p['failed'].items()) or '0'} | "
+            f"{p['healthy_after_s']} s | {p['worst_wait_s']} s |" for p in phases]
+    return head + "\n".join(rows) + "\n"
+
+
+def write_report(report: dict[str, Any]) -> None:
+    out = ROOT / "chaos"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    doc = ROOT / "CHAOS.md"
+    text = doc.read_text() if doc.exists() else ""
+    start, end = "<!-- chaos:table -->", "<!-- /chaos:table -->"
+    block = f"{start}\nRun {report['finished_at']} ({report['machine']}):\n\n{table(report['phases'])}{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text + "\n" + block + "\n"
+    doc.write_text(text)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    stack = Stack(Path(args.stack_dir))
+    stack.prepare()
+    await asyncio.to_thread(stack.run, "up")
+    run = uuid.uuid4().hex[:8]
+    settings = settings_for(stack, run)
+    start_group_at_end_blocking(settings)
+    suite = Suite(stack, settings, args.pace, args.photos, args.settle)
+    phases: list[dict[str, Any]] = []
+    try:
+        await suite.restore()
+        await suite.stream.start()
+        for name in args.only or list(FAULTS):
+            print(f"[chaos] {name} ...", flush=True)
+            phase = await suite.run_phase(name, FAULTS[name])
+            print(f"[chaos] {name}: {json.dumps(asdict(phase))}", flush=True)
+            phases.append(asdict(phase))
+            await suite.restore()
+    finally:
+        await suite.stream.stop()
+        for w in suite.workers:
+            w.stop()
+        if not args.keep_stack:
+            await asyncio.to_thread(stack.run, "down")
+    base = next((p for p in phases if p["name"] == "baseline"), None)
+    report = {
+        "finished_at": utcnow().isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
+        "setup": {"workers": 2, "brokers": 1, "redis": "single, AOF everysec", "pace_s": args.pace,
+                  "uploads_per_photo": 5, "session_timeout_s": settings.kafka_session_timeout_seconds,
+                  "healthy_latency_s": HEALTHY_LATENCY_S, "fault_at_s": FAULT_AT_S},
+        "phases": phases,
+        "goals": {
+            "unanswered": all(p["unanswered"] == 0 for p in phases),
+            "duplicates": all(p["duplicates"] == 0 for p in phases),
+            "worker_kill_within_20s": all(p["healthy_after_s"] <= 20 for p in phases
+                                          if p["name"] in ("worker_kill",)),
+            "redis_restart_at_most_5_more_calls": all(
+                p["paid_calls"] - p["photos"] <= (base["paid_calls"] - base["photos"] if base else 0) + 5
+                for p in phases if p["name"].startswith("redis_")),
+        },
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=list(FAULTS), help="these phases only (baseline first)")
+    parser.add_argument("--photos", type=int, default=8, help="distinct photos per phase (5 uploads each)")
+    parser.add_argument("--pace", type=float, default=1.0, help="seconds between upload-complete events")
+    parser.add_argument("--settle", type=float, default=150.0, help="seconds to wait for the last results")
+    parser.add_argument("--stack-dir", default=os.environ.get("CHAOS_STACK_DIR", f"/tmp/waste-chaos-{os.getuid()}"))
+    parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
+    parser.add_argument("--no-write", action="store_true", help="print the report, do not write chaos/ and CHAOS.md")
+    args = parser.parse_args(argv)
+    report = asyncio.run(main_async(args))
+    print(table(report["phases"]))
+    print(json.dumps(report["goals"]))
+    if not args.no_write:
+        write_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
