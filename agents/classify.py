@@ -87,6 +87,9 @@ async def _answer(delivery: Delivery) -> None:
         entry = tables.fresh_result(request.phash, ttl_seconds=settings.cache_ttl_seconds,
                                     model_version=settings.model_version) or await _cached(res, request.phash)
         if entry is not None:
+            # Another request for this pHash paid (a redelivery, a re-issued lost call): its features may not
+            # have been with it. Posting them again is idempotent.
+            await _index_reframed(res, request)
             await _answer_all(delivery, entry, paid=False)
             return
         if request.phash not in _calls_in_progress:  # nobody took the call while the cache was read

@@ -111,7 +111,7 @@ async def deduplicate(job: ImageHashed) -> None:
     features: str | None = None
     if inflight is None and settings.reframed_match:
         found = await _reframed_lookup(res, job)
-        if found.entry is not None and found.verdict is not None:
+        if found.entry is not None and found.verdict is not None and found.verdict.accepted:
             await _release_claim(res, job.phash, match)
             await _answer_from_cache(job, found.entry, CacheSource.REFRAMED, started,
                                      distance=hamming(job.phash, found.entry.phash), check=found.verdict.describe())
@@ -154,7 +154,8 @@ async def _reframed_lookup(res: resources.Resources, job: ImageHashed) -> refram
         log.exception("job_id=%s phash=%s: reframed lookup crashed; treating it as a miss", job.job_id, job.phash)
         return reframed_index.ReframedMatch()
     log.info("job_id=%s phash=%s reframed: %s after %d candidates %s", job.job_id, job.phash,
-             found.verdict.describe() if found.verdict else "no match", found.verified, found.timings_ms)
+             (found.verdict.describe() + f" ({found.verdict.reason})") if found.verdict else "no candidate",
+             found.verified, found.timings_ms)
     return found
 
 

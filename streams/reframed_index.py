@@ -123,7 +123,7 @@ class RedisReframedIndex:
 @dataclass(frozen=True)
 class ReframedMatch:
     entry: CachedClassification | None = None  # the reused result (None: nothing accepted)
-    verdict: reframed.Verdict | None = None  # the check that accepted it
+    verdict: reframed.Verdict | None = None  # the check that accepted it (on a miss: the closest rejection)
     stored: bytes | None = None  # this upload's packed features, for the index if the job pays for its call
     verified: int = 0  # candidates verified
     timings_ms: dict[str, float] | None = None
@@ -231,4 +231,5 @@ async def lookup(res: Resources, *, bucket: str, key: str, sha256: str | None, p
             entry = await res.cache.get(matched)  # checks the model version; None when expired or invalidated
             if entry is not None:
                 return ReframedMatch(entry, verdict, blob, len(verdicts), timings)
-    return ReframedMatch(None, None, blob, len(verdicts), timings)
+    best = max((v for _, v in verdicts), key=lambda v: (v.inliers, v.correlation), default=None)
+    return ReframedMatch(None, best, blob, len(verdicts), timings)
