@@ -32,13 +32,14 @@ def _plain(url: str) -> str:
 
 
 def retry_for(seconds: float) -> Retry:
-    """Retries of a lost connection (refused, reset, timed out) spread over about ``seconds``: 50 ms doubling to
-    500 ms between attempts."""
-    waits, total = 0, 0.0
+    """Retries of a lost connection (refused, reset, timed out) spread over about ``seconds``: 100 ms doubling to
+    500 ms between attempts (redis-py waits ``backoff.compute(n)`` after the n-th failure, n from 1)."""
+    backoff = ExponentialBackoff(cap=0.5, base=0.05)
+    retries, total = 0, 0.0
     while total < seconds:
-        total += min(0.5, 0.05 * 2 ** waits)
-        waits += 1
-    return Retry(ExponentialBackoff(cap=0.5, base=0.05), waits)
+        retries += 1
+        total += backoff.compute(retries)
+    return Retry(backoff, retries)
 
 
 def connect(url: str, *, cluster: bool = False, retry_seconds: float = 0.0, **kwargs: Any) -> Any:
