@@ -18,6 +18,7 @@ import aiohttp
 from models.errors import ErrorCode, PipelineError
 from models.records import FetchInfo, FetchSource
 from models.settings import Settings
+from streams import metrics
 from streams.upload_checks import unsafe_key_reason
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,14 @@ class ImageFetcher:
         cdn_error: str | None = None
         if settings.cdn_enabled:
             try:
-                return await self._from_cdn(key)
+                fetched = await self._from_cdn(key)
+                metrics.fetched_bytes_total.labels(source=FetchSource.CDN.value).inc(len(fetched.data))
+                return fetched
             except _CdnUnusable as exc:
                 cdn_error = str(exc)
                 log.warning("CDN fetch failed for key=%s (%s); falling back to S3", key, exc.detail)
         data = await self._from_s3(bucket, key)
+        metrics.fetched_bytes_total.labels(source=FetchSource.S3.value).inc(len(data))
         return FetchedImage(data, FetchInfo(source=FetchSource.S3, bytes=len(data), cdn_error=cdn_error))
 
     async def _from_cdn(self, key: str) -> FetchedImage:

@@ -24,6 +24,8 @@ model_latency_seconds = Histogram(
 )
 hash_total = Counter("waste_hash_total", "pHashes, by how they were found (decode | digest)", ["path"])
 fetch_total = Counter("waste_fetch_total", "Image fetches, by source and edge cache status", ["source", "cdn_cache"])
+fetched_bytes_total = Counter(
+    "waste_fetched_bytes_total", "Image bytes the worker read (hashing and the model's re-read), by source", ["source"])
 refetch_total = Counter(
     "waste_refetch_total", "Re-reads of a hashed image for the model (classify, on a miss), by source and edge cache "
     "status", ["source", "cdn_cache"])

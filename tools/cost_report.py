@@ -154,8 +154,19 @@ def build_report(worker: Samples, edge: Samples | None) -> Report:
                 * CLOUDFRONT_REQUESTS_PER_10000),
         ]
     else:
-        origin = total(worker, "waste_fetch_total", source="cdn", cdn_cache="miss")
-        report.notes.append("no edge metrics: CDN egress and requests not measured; S3 GETs from the worker's misses")
+        # The worker's own reads through the edge: what a shared or absent edge exporter cannot attribute to this run.
+        reads = total(worker, "waste_fetch_total", source="cdn") + total(worker, "waste_refetch_total", source="cdn")
+        hits = (total(worker, "waste_fetch_total", source="cdn", cdn_cache="hit")
+                + total(worker, "waste_refetch_total", source="cdn", cdn_cache="hit"))
+        origin = reads - hits
+        report.edge_hit_rate = hits / reads if reads else None
+        gb = total(worker, "waste_fetched_bytes_total", source="cdn") * scale / 1e9
+        report.measured += [
+            Row("CDN egress", f"{gb:.2f} GB", gb * CLOUDFRONT_TRANSFER_PER_GB),
+            Row("CDN requests", f"{reads * scale:,.0f}", reads * scale / 10_000 * CLOUDFRONT_REQUESTS_PER_10000),
+        ]
+        report.notes.append("CDN rows from the worker's own reads through the edge (no edge metrics): the app's "
+                            "reads of image_url are not in them")
     gets = (origin + s3_direct) * scale
     report.measured.append(Row("S3 GETs", f"{gets:,.0f}", gets / 1000 * S3_GET_PER_1000))
     per_call = f"${report.cost_per_call:.5f}" if report.cost_per_call is not None else "n/a"

@@ -131,20 +131,33 @@ async def simulator_calls(settings: Settings) -> int | None:
         return None  # a real model endpoint: no simulator counter
 
 
-async def metrics_snapshot(settings: Settings) -> tuple[dict[str, float] | None, dict[str, float] | None]:
-    """The worker's and the edge exporter's metrics now (None where one cannot be read)."""
-    import os
-
+async def metrics_snapshot(settings: Settings) -> dict[str, float] | None:
+    """The worker's metrics now (None when they cannot be read)."""
     host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
-    urls = (f"http://{host}:{settings.worker_web_port}/metrics",
-            f"http://127.0.0.1:{os.environ.get('EDGE_EXPORTER_PORT', '9131')}/metrics")
-    out: list[dict[str, float] | None] = []
-    for url in urls:
-        try:
-            out.append(await asyncio.to_thread(cost_report.read_metrics, url, 5.0))
-        except (OSError, ValueError):
-            out.append(None)
-    return out[0], out[1]
+    try:
+        url = f"http://{host}:{settings.worker_web_port}/metrics"
+        return await asyncio.to_thread(cost_report.read_metrics, url, 5.0)
+    except (OSError, ValueError):
+        return None
+
+
+def print_costs(summary: dict[str, Any], before: dict[str, float] | None, after: dict[str, float] | None) -> None:
+    """Dollars spent and saved during the crowd (the worker's counters, after minus before), and the cost table."""
+    if before is None or after is None:
+        print("  model dollars: the worker's /metrics could not be read")
+        return
+    # The worker's counters, not the edge exporter's: those count every reader of the edge (tests, other workers).
+    worker = cost_report.minus(after, before)
+    spent = cost_report.total(worker, "waste_model_spent_dollars_total")
+    saved = cost_report.by_label(worker, "waste_model_saved_dollars_total", "source")
+    summary["dollars_spent"] = round(spent, 6)
+    summary["dollars_saved"] = {k: round(v, 6) for k, v in saved.items()}
+    tiers = ", ".join(f"{k} ${v:.4f}" for k, v in sorted(saved.items()) if v)
+    print(f"  model dollars spent ${spent:.4f}, saved ${sum(saved.values()):.4f}"
+          f"{f' ({tiers})' if tiers else ''}  (usage x MODEL_PRICE_*_PER_1M_TOKENS; docs/COST.md)")
+    print()
+    print(cost_report.render(cost_report.build_report(worker, None)))
+    print()
 
 
 async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
@@ -263,20 +276,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"  wall time {summary['wall_s']} s")
     if summary["answered_by"]:
         print(f"  answered by {', '.join(summary['answered_by'])}")
-    if metrics_before[0] is not None and metrics_after[0] is not None:
-        worker = cost_report.minus(metrics_after[0], metrics_before[0])
-        edge = (cost_report.minus(metrics_after[1], metrics_before[1])
-                if metrics_after[1] is not None and metrics_before[1] is not None else None)
-        spent = cost_report.total(worker, "waste_model_spent_dollars_total")
-        saved = cost_report.by_label(worker, "waste_model_saved_dollars_total", "source")
-        summary["dollars_spent"] = round(spent, 6)
-        summary["dollars_saved"] = {k: round(v, 6) for k, v in saved.items()}
-        tiers = ", ".join(f"{k} ${v:.4f}" for k, v in sorted(saved.items()) if v)
-        print(f"  model dollars spent ${spent:.4f}, saved ${sum(saved.values()):.4f}"
-              f"{f' ({tiers})' if tiers else ''}  (usage x MODEL_PRICE_*_PER_1M_TOKENS; docs/COST.md)")
-        print()
-        print(cost_report.render(cost_report.build_report(worker, edge)))
-        print()
+    print_costs(summary, metrics_before, metrics_after)
     if any("(simulator)" in name for name in summary["answered_by"]):
         print("  NOTE: these answers come from the vision-model SIMULATOR (a stand-in that guesses), "
               "not from a real model")

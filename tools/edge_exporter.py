@@ -32,7 +32,8 @@ VARNISHSTAT_TIMEOUT_SECONDS = 5.0
 
 def parse_varnishstat(doc: dict[str, Any]) -> dict[str, int]:
     """Counter name -> value, from Varnish 6.5+'s ``{"version": 1, "counters": {...}}`` or the older flat form."""
-    counters = doc.get("counters") if isinstance(doc.get("counters"), dict) else doc
+    nested = doc.get("counters")
+    counters: dict[str, Any] = nested if isinstance(nested, dict) else doc
     values: dict[str, int] = {}
     for name, entry in counters.items():
         if isinstance(entry, dict) and "value" in entry:

@@ -23,7 +23,6 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from models.errors import PipelineError
-
 from models.settings import load_settings
 from streams import cost, imaging
 from streams.vision import VisionClient
@@ -99,8 +98,8 @@ async def measure(base_url: str, api_key: str, photos: list[Path],
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    out = ["| detail | thumbnail max px | thumbnail KB | prompt tokens (mean / max) | completion tokens | $ per call | $ per 10,000 calls |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| detail | thumbnail max px | thumbnail KB | prompt tokens (mean / max) | completion tokens | $ per call "
+           "| $ per 10,000 calls |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['detail']} | {r['thumbnail_max_px']} | {r['thumbnail_kb']} | {r['prompt_tokens']} / "
                    f"{r['prompt_tokens_max']} | {r['completion_tokens']} | {r['dollars_per_call']:.5f} | "

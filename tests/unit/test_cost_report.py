@@ -64,6 +64,22 @@ def test_the_measured_column_scales_the_run_to_10000_requests() -> None:
     assert "2,200 x $0.00180 $   4.0000" in text  # the measured model line
 
 
+def test_without_edge_metrics_the_workers_own_reads_are_the_cdn_rows() -> None:
+    worker = WORKER + """
+# TYPE waste_refetch_total counter
+waste_refetch_total{source="cdn",cdn_cache="hit"} 20
+# TYPE waste_fetched_bytes_total counter
+waste_fetched_bytes_total{source="cdn"} 5.0e7
+"""
+    report = cost_report.build_report(cost_report.parse_metrics(worker), None)
+    measured = {r.item: r for r in report.measured}
+    assert measured["CDN requests"].quantity == f"{(95 + 20) * 100:,}"
+    assert measured["CDN egress"].dollars == pytest.approx(5e7 * 100 / 1e9 * 0.085)
+    assert measured["S3 GETs"].dollars == pytest.approx((95 + 5) * 100 / 1000 * 0.0004)  # edge misses + direct
+    assert report.edge_hit_rate == pytest.approx(20 / 115)
+    assert "the app's reads of image_url are not in them" in cost_report.render(report)
+
+
 def test_a_baseline_snapshot_reports_only_what_happened_since(tmp_path: Path) -> None:
     metrics = tmp_path / "worker.txt"
     metrics.write_text(WORKER)
@@ -83,3 +99,23 @@ def test_no_results_is_said_not_divided_by(capsys: pytest.CaptureFixture[str], t
     empty.write_text("")
     assert cost_report.main(["--worker-metrics", str(empty), "--edge-metrics", "none"]) == 0
     assert "no results in these metrics" in capsys.readouterr().out
+
+
+def test_the_demo_prints_what_the_crowd_spent_and_saved(capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.demo import print_costs
+
+    before = cost_report.parse_metrics(WORKER)
+    after = cost_report.parse_metrics(WORKER.replace("waste_model_spent_dollars_total 0.04",
+                                                     "waste_model_spent_dollars_total 0.0475")
+                                      .replace('saved_dollars_total{source="redis"} 0.09',
+                                               'saved_dollars_total{source="redis"} 0.0918')
+                                      .replace('source="model"} 20', 'source="model"} 25')
+                                      .replace('source="redis"} 50', 'source="redis"} 51'))
+    summary: dict = {}
+    print_costs(summary, before, after)
+    out = capsys.readouterr().out
+    assert "model dollars spent $0.0075, saved $0.0018 (redis $0.0018)" in out
+    assert summary["dollars_spent"] == pytest.approx(0.0075)
+    assert "cost per 10,000 requests" in out and "(6 requests, 0 model calls)" in out
+    print_costs(summary, None, after)
+    assert "could not be read" in capsys.readouterr().out
