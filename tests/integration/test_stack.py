@@ -467,8 +467,10 @@ def test_compose_file_matches_the_pinned_stack() -> None:
         assert env["OPENAI_BASE_URL"] == "http://simulator:8090/v1"
         assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["KAFKA_SASL_USERNAME"] == name
     assert services["worker"]["command"][:3] == ["faust", "-A", "streams.app"]
-    edge_volumes = " ".join(services["edge"]["volumes"])
-    assert "stack/edge.vcl" in edge_volumes
+    # The edge's VCL is stack/edge.vcl rendered with infra/cdn-policy.json (tools.edge_vcl) by the edge-config service.
+    assert "edge-config:/edge:ro" in services["edge"]["volumes"]
+    assert services["edge-config"]["command"][:3] == ["python", "-m", "tools.edge_vcl"]
+    assert services["edge"]["depends_on"]["edge-config"] == {"condition": "service_completed_successfully"}
     assert (REPO_DIR / "Dockerfile").is_file()
 
 
