@@ -28,9 +28,9 @@ bash scripts/stack.sh app-down
 set +e
 logs=${STACK_DIR:-.stack}/logs
 started=$(mktemp)   # the digest below covers this run's logs only
-.venv/bin/python -m pytest tests -m "not stack_lifecycle and not worker_restart"
+.venv/bin/python -m pytest tests -m "not stack_lifecycle and not worker_restart and not isolated"
 status=$?
-.venv/bin/python -m pytest tests -m "stack_lifecycle or worker_restart"
+.venv/bin/python -m pytest tests -m "stack_lifecycle or worker_restart or isolated"
 lifecycle=$?
 set -e
 if [[ $status -ne 0 ]]; then
