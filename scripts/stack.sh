@@ -375,14 +375,16 @@ version_ge() {  # version_ge A B: A >= B, dotted numbers
 # which is what the switch does.
 go_for_versitygw() {
     local have; have=$(go_version_of go)
+    # Every path leaves the switch on (auto): a module whose go.mod asks for a newer Go than GO_MIN_VERSION
+    # (a pin that fell behind) gets that toolchain the same way instead of failing the build.
     if version_ge "${have:-0}" "$GO_MIN_VERSION"; then
-        export GOTOOLCHAIN=local
+        export GOTOOLCHAIN=auto
         GO_BIN=$(command -v go); return
     fi
     local fix="Or install Go >= $GO_MIN_VERSION yourself and put it first in PATH, or copy a versitygw $VERSITYGW_VERSION binary to $VERSITYGW_BIN and write $VERSITYGW_VERSION into $STACK_DIR/bin/.versitygw-version."
     if version_ge "${have:-0}" 1.21; then
         say "versitygw: Go $have is older than $GO_MIN_VERSION: using the go command's toolchain switch (GOTOOLCHAIN=$GO_TOOLCHAIN, through GOPROXY=$(go env GOPROXY))"
-        export GOTOOLCHAIN=$GO_TOOLCHAIN
+        export GOTOOLCHAIN=$GO_TOOLCHAIN+auto
         go version \
             || die "Go $have could not fetch the $GO_TOOLCHAIN toolchain through the Go module proxy (GOPROXY=$(go env GOPROXY)). Set GOPROXY to a proxy this machine reaches. $fix"
         GO_BIN=$(command -v go); return
@@ -395,7 +397,7 @@ go_for_versitygw() {
     local root="$GOMODCACHE/$module"
     # Module zips carry no execute bits; the toolchain switch sets them the same way on first use.
     find "$root/pkg/tool" "$root/bin" -type f -exec chmod a+x {} +
-    export GOROOT=$root GOTOOLCHAIN=local
+    export GOROOT=$root GOTOOLCHAIN=auto
     GO_BIN=$root/bin/go
 }
 
