@@ -7,12 +7,15 @@ Everything runs on a private stack that this command starts and stops (``scripts
 ``STACK_DIR`` and ports, so the shared stack on the default ports is never touched): one Kafka broker, Redis
 (AOF), the S3 server, the CDN edge and the simulator, plus two workers in one consumer group. Each phase sends
 new photos (each as it is three times, re-encoded at quality 70 and resized to 80%: none byte-identical but the
-repeats), one upload-complete event every ``--pace`` seconds, injects its fault a few seconds in, ends it, and
-waits for every job's result. Per phase it records:
+repeats), then one more re-encode of each photo of the previous phase (a near-duplicate of an answer cached before
+the fault: it should cost nothing), one upload-complete event every ``--pace`` seconds; it injects its fault a few
+seconds in, ends it, and waits for every job's result. Per phase it records:
 
 - ``unanswered``: jobs without a terminal result after ``--settle`` seconds (goal 0);
 - ``duplicates``: results beyond the first per job on the results topic (goal 0; the API keeps the first);
-- ``paid_calls`` against ``photos``: answers the model gave (the simulator's ``ok``), and every request;
+- ``paid_calls`` against ``photos`` (the new ones; ``earlier_photos`` should be free): answers the model gave
+  (the simulator's ``ok``), and every request;
+- ``fault_duration_s``: from the fault's start until its end or the stream's last event, whichever is later;
 - ``healthy_after_s``: from the fault's start until the last job that waited longer than ``HEALTHY_LATENCY_S``
   had its answer (0 when no job waited that long; -1 when some job never got one); ``worst_wait_s``: the
   slowest job, counted from the fault's start for jobs published before it.
@@ -101,7 +104,8 @@ def settings_for(stack: Stack, run: str) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None, app_env="development", app_id=f"waste-chaos-{run}", prompt_version=f"chaos-{run}",
         kafka_bootstrap_servers=f"127.0.0.1:{p['KAFKA_PORT']}", redis_url=f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
-        s3_endpoint_url=f"http://127.0.0.1:{p['S3_PORT']}", cdn_base_url=f"http://127.0.0.1:{p['CDN_PORT']}/waste-images",
+        s3_endpoint_url=f"http://127.0.0.1:{p['S3_PORT']}",
+        cdn_base_url=f"http://127.0.0.1:{p['CDN_PORT']}/waste-images",
         openai_base_url=f"http://127.0.0.1:{p['SIMULATOR_PORT']}/v1", stack_dir=str(stack.dir),
         upload_key_pattern=KEY_PATTERN, kafka_auto_offset_reset="earliest", worker_web_port=free_port(),
         vision_backoff_base_seconds=0.2,
@@ -167,15 +171,22 @@ async def wait_until_shared(settings: Settings, workers: list[Worker], timeout: 
 # --- the stream ------------------------------------------------------------------------------------------------
 
 
-def variants(jpeg: bytes) -> list[bytes]:
-    def encode(quality: int, scale: float) -> bytes:
-        image = Image.open(io.BytesIO(jpeg)).convert("RGB")
-        image = image.resize((int(image.width * scale), int(image.height * scale)))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=quality)
-        return out.getvalue()
+def encode(jpeg: bytes, quality: int, scale: float) -> bytes:
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    image = image.resize((int(image.width * scale), int(image.height * scale)))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
 
-    return [jpeg, jpeg, jpeg, encode(70, 1.0), encode(90, 0.8)]
+
+def variants(jpeg: bytes) -> list[bytes]:
+    return [jpeg, jpeg, jpeg, encode(jpeg, 70, 1.0), encode(jpeg, 90, 0.8)]
+
+
+def late_copy(jpeg: bytes) -> bytes:
+    """Another re-encode of a photo of the previous phase: a new pHash near the cached one, so only the near-duplicate
+    index in Redis (or its re-warm from the tables) saves the call."""
+    return encode(jpeg, 60, 0.7)
 
 
 @dataclass
@@ -183,6 +194,7 @@ class Phase:
     name: str
     fault: str
     photos: int = 0
+    earlier_photos: int = 0  # re-encodes of the previous phase's photos, sent after the fault: should cost nothing
     uploads: int = 0
     unanswered: int = 0
     duplicates: int = 0
@@ -275,6 +287,7 @@ class Suite:
                         Worker("chaos-b", settings.model_copy(update={"worker_web_port": free_port()}), stack)]
         self.stream = Stream(settings)
         self.next_photo = 0
+        self.previous_photos: list[bytes] = []
         self.all_photos = photo_tools.sample_photos()
         self.baseline_extra: int | None = None
 
@@ -286,7 +299,10 @@ class Suite:
         self.next_photo += self.photos
         blobs = [b for p in photos for b in variants(p)]
         random.Random(name).shuffle(blobs)
-        keys = await upload(self.settings, blobs)
+        # Near-duplicates of the photos paid for in the previous phase, at the end (after the fault began).
+        earlier = [late_copy(p) for p in self.previous_photos]
+        self.previous_photos = photos
+        keys = await upload(self.settings, blobs + earlier)
         before = await self.sim_stats()
         jobs_before = set(self.stream.published)
         started = time.monotonic()
@@ -309,7 +325,8 @@ class Suite:
             await asyncio.sleep(0.5)
         await asyncio.sleep(3.0)  # a duplicate arrives right after its first, if at all
         after = await self.sim_stats()
-        phase = Phase(name=name, fault=name if fault else "none", photos=len(photos), uploads=len(jobs), notes=notes)
+        phase = Phase(name=name, fault=name if fault else "none", photos=len(photos), earlier_photos=len(earlier),
+                      uploads=len(jobs), notes=notes)
         phase.fault_duration_s = round(fault_end - fault_at, 1) if fault else 0.0
         phase.unanswered = len(jobs - self.stream.answers.keys())
         phase.duplicates = sum(len(self.stream.answers[j]) - 1 for j in jobs & self.stream.answers.keys())
@@ -412,10 +429,13 @@ async def model_storm(suite: Suite) -> str:
 
 async def model_hang(suite: Suite) -> str:
     hang = suite.settings.vision_timeout_seconds + 10
-    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0.3}, "hang_s": hang})
+    # The next three calls hang (a scripted queue: a rate could miss the few calls a phase makes), then 20% more.
+    await simulator(suite.settings, "POST", "/_sim/config",
+                    {"script": ["hang", "hang", "hang"], "rates": {"hang": 0.2}, "hang_s": hang})
     await asyncio.sleep(20)
-    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0}})
-    return f"for 20 s, 30% of model calls hang {hang:.0f} s (longer than the call timeout and the session timeout)"
+    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0}, "script": []})
+    return (f"the next 3 model calls, then 20% for 20 s, hang {hang:.0f} s (longer than the call timeout and the "
+            "session timeout)")
 
 
 FAULTS: dict[str, Fault | None] = {
@@ -432,8 +452,14 @@ FAULTS: dict[str, Fault | None] = {
 def table(phases: list[dict[str, Any]]) -> str:
     head = ("| fault | jobs | unanswered | duplicates | paid calls / photos | model requests | failed | "
             "healthy after | worst wait |\n|---|---|---|---|---|---|---|---|---|\n")
+    def earlier(p: dict[str, Any]) -> str:
+        return f" (+{p['earlier_photos']} earlier, free)" if p.get("earlier_photos") else ""
+
+    def failed(p: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in p["failed"].items()) or "0"
+
     rows = [f"| {p['name']} | {p['uploads']} | {p['unanswered']} | {p['duplicates']} | {p['paid_calls']} / "
-            f"{p['photos']} | {p['model_requests']} | {', '.join(f'{k} {v}' for k, v in p['failed'].items()) or '0'} | "
+            f"{p['photos']}{earlier(p)} | {p['model_requests']} | {failed(p)} | "
             f"{p['healthy_after_s']} s | {p['worst_wait_s']} s |" for p in phases]
     return head + "\n".join(rows) + "\n"
 

@@ -140,7 +140,8 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
     assert not missing, f"{len(missing)} jobs never answered"
     assert all(r.status is JobStatus.DONE for rs in answers.values() for _, r in rs)
     # How long a job published at any moment waited, counted from the kill for those published before it.
-    waits = {job: answers[job][0][0] - max(at, kill_at) for job, at in published.items() if answers[job][0][0] > kill_at}
+    waits = {job: answers[job][0][0] - max(at, kill_at) for job, at in published.items()
+             if answers[job][0][0] > kill_at}
     worst = max(waits.values())
     after = [job for job, at in published.items() if at > kill_at]
     duplicates_after = [job for job in after if len(answers[job]) > 1]
