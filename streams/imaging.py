@@ -197,11 +197,48 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     if "exif" in image.info and (tags := _exif_tags(image)) > MAX_EXIF_TAGS:
         raise PipelineError(ErrorCode.IMAGE_REFUSED, f"EXIF with more than {MAX_EXIF_TAGS} tags",
                             detail=f"{tags} tags")
-    if (markup := _ACTIVE_MARKUP.search(data)) is not None:
-        # An image that is also an HTML/SVG/script document (a polyglot) is served from the image origin.
-        raise PipelineError(ErrorCode.IMAGE_REFUSED, "the file also contains markup",
-                            detail=f"{markup.group(0)!r} at byte {markup.start()}")
+    for region in _non_pixel_regions(data, image):
+        if (markup := _ACTIVE_MARKUP.search(region)) is not None:
+            # An image that is also an HTML/SVG/script document (a polyglot) is served from the image origin.
+            raise PipelineError(ErrorCode.IMAGE_REFUSED, "the file also contains markup",
+                                detail=f"{markup.group(0)!r} in metadata or after the image data")
     return image
+
+
+def _non_pixel_regions(data: bytes, image: Image.Image) -> list[bytes]:
+    """Where a polyglot hides its document: the metadata and whatever follows the image's end.
+
+    The compressed pixel data is left out on purpose: megabytes of entropy-coded bytes spell "<img " or "<meta/"
+    by chance (about one honest 12 MP photo in a few hundred), which would refuse honest photos.
+    """
+    regions = [b"".join(v if isinstance(v, bytes) else str(v).encode("utf-8", "replace")
+                        for v in image.info.values() if isinstance(v, bytes | str))]
+    applist = getattr(image, "applist", None)
+    if applist is not None:  # JPEG: every APPn segment and the comment
+        regions.append(b"".join(segment for _, segment in applist))
+        end = data.rfind(b"\xff\xd9")
+        regions.append(data[end + 2:] if end >= 0 else b"")
+    elif image.format == "PNG":
+        end = data.rfind(b"IEND")
+        regions.append(data[end + 8:] if end >= 0 else b"")
+        regions.append(b"".join(_png_text_chunks(data)))
+    elif image.format == "WEBP" and len(data) >= 8:
+        regions.append(data[8 + int.from_bytes(data[4:8], "little"):])  # after the RIFF container
+    return regions
+
+
+def _png_text_chunks(data: bytes) -> list[bytes]:
+    """The bodies of PNG tEXt, zTXt and iTXt chunks (Pillow decompresses only some of them into info)."""
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            chunks.append(data[pos + 8:pos + 8 + length])
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return chunks
 
 
 def sniff_format(data: bytes) -> str | None:
