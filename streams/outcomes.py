@@ -7,6 +7,7 @@ failures also go to the dead-letter topic with the original event, so an operato
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from datetime import datetime
 from typing import Any
@@ -70,12 +71,15 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
     """
     res = await resources.ready()
     marker = f"{PUBLISHED_PREFIX}{res.settings.app_id}:{result.job_id}"
-    if await _redis_call(res, "exists", marker):
+    # This process's own recent results first: its marker is written only once the broker acknowledged the
+    # result, and a second request for the same pHash (a redelivery) can answer the same job before that.
+    if (res.redis is not None and result.job_id in _published_here) or await _redis_call(res, "exists", marker):
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
         return
     delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
     if res.redis is not None:
+        _remember_published(result.job_id, delivery)
         _mark_when_delivered(res, delivery, marker)
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
@@ -84,6 +88,21 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
+
+
+# Jobs this process published lately (oldest first, bounded): forgotten again if the broker refused the result.
+_published_here: collections.OrderedDict[str, None] = collections.OrderedDict()
+PUBLISHED_HERE_MAX = 100_000
+
+
+def _remember_published(job_id: str, delivery: Any) -> None:
+    _published_here[job_id] = None
+    _published_here.move_to_end(job_id)
+    while len(_published_here) > PUBLISHED_HERE_MAX:
+        _published_here.popitem(last=False)
+    if isinstance(delivery, asyncio.Future):
+        delivery.add_done_callback(
+            lambda f: _published_here.pop(job_id, None) if f.cancelled() or f.exception() is not None else None)
 
 
 # Marker writes under way (a task nobody holds a reference to may be collected before it runs).
