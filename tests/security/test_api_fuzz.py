@@ -31,13 +31,17 @@ def api_base() -> Iterator[str]:
            "API_ADMIN_TOKEN": secrets.token_urlsafe(32),
            **kafka_security.identity_env(Settings(_env_file=None, app_env="development"), "api"),  # type: ignore[call-arg]
            "RATE_LIMIT_ANALYZE": "0", "RATE_LIMIT_UPLOAD_COMPLETE": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    # The log goes to a file: a pipe nobody reads fills after 64 KB and then blocks the API's event loop.
+    log_path = ROOT / ".stack" / "logs" / f"fuzz-api-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=log_file,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             try:
                 if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
@@ -52,6 +56,7 @@ def api_base() -> Iterator[str]:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 def test_schemathesis_finds_no_5xx_and_no_response_off_the_spec(api_base: str, tmp_path: Path) -> None:
