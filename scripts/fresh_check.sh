@@ -6,6 +6,7 @@
 #
 #   sudo scripts/fresh_check.sh              # the host's Debian release (else bookworm), HEAD of this clone
 #   FRESH_SUITE=trixie FRESH_REF=main FRESH_KEEP=1 sudo scripts/fresh_check.sh
+#   FRESH_ENV="STACK_INFRA_TOOLS=0" sudo scripts/fresh_check.sh     # extra settings for make demo / make test
 #
 # FRESH_DIR (default /var/tmp/waste-fresh-<pid>) holds the root; it is deleted at the end unless the check
 # failed or FRESH_KEEP=1. The package mirror is the one the host's apt uses (read from /etc/apt/sources.list*);
@@ -185,6 +186,8 @@ copy_host_config() {
              PIP_DEFAULT_TIMEOUT PIP_DISABLE_PIP_VERSION_CHECK; do
         [[ -n ${!v:-} ]] && ENV_PASS+=("$v=${!v}")
     done
+    # FRESH_ENV="NAME=value ...": extra settings for the commands (e.g. FRESH_ENV=STACK_INFRA_TOOLS=0).
+    for v in ${FRESH_ENV:-}; do ENV_PASS+=("$v"); done
     if command -v go >/dev/null; then
         for v in GOPROXY GOSUMDB GONOSUMDB GOPRIVATE GONOPROXY GOINSECURE; do
             local val; val=$(go env "$v" 2>/dev/null || true)
