@@ -46,6 +46,10 @@ class ResultCache:
     async def put(self, entry: CachedClassification) -> None:
         await self._redis.set(cache_key(entry.phash), entry.to_bytes(), ex=self._ttl)
 
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
     async def put_if_absent(self, entry: CachedClassification, *, ttl_seconds: int) -> bool:
         """Write ``entry`` unless the key exists (a re-warm never overwrites a newer answer); True if written."""
         return bool(await self._redis.set(cache_key(entry.phash), entry.to_bytes(), ex=ttl_seconds, nx=True))

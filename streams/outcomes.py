@@ -71,8 +71,8 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
     """
     res = await resources.ready()
     marker = f"{PUBLISHED_PREFIX}{res.settings.app_id}:{result.job_id}"
-    # This process's own recent results first: its marker is written only once the broker acknowledged the
-    # result, and a second request for the same pHash (a redelivery) can answer the same job before that.
+    # Results of this process whose marker is not written yet (it is, once the broker has acknowledged them): a
+    # second request for the same pHash (a redelivery) can answer the same job in that window.
     if (res.redis is not None and result.job_id in _published_here) or await _redis_call(res, "exists", marker):
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
@@ -80,7 +80,7 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
     delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
     if res.redis is not None:
         _remember_published(result.job_id, delivery)
-        _mark_when_delivered(res, delivery, marker)
+        _mark_when_delivered(res, delivery, marker, result.job_id)
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
     if reused is not None and result.cache is not None and result.cache.hit:
@@ -90,7 +90,7 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
 
 
-# Jobs this process published lately (oldest first, bounded): forgotten again if the broker refused the result.
+# Jobs this process published whose marker is not written yet (bounded): the marker is the record once it exists.
 _published_here: collections.OrderedDict[str, None] = collections.OrderedDict()
 PUBLISHED_HERE_MAX = 100_000
 
@@ -100,7 +100,7 @@ def _remember_published(job_id: str, delivery: Any) -> None:
     _published_here.move_to_end(job_id)
     while len(_published_here) > PUBLISHED_HERE_MAX:
         _published_here.popitem(last=False)
-    if isinstance(delivery, asyncio.Future):
+    if isinstance(delivery, asyncio.Future):  # refused by the broker: no marker follows, a replay may publish
         delivery.add_done_callback(
             lambda f: _published_here.pop(job_id, None) if f.cancelled() or f.exception() is not None else None)
 
@@ -109,11 +109,13 @@ def _remember_published(job_id: str, delivery: Any) -> None:
 _marking: set[asyncio.Future[Any]] = set()
 
 
-def _mark_when_delivered(res: resources.Resources, delivery: Any, marker: str) -> None:
+def _mark_when_delivered(res: resources.Resources, delivery: Any, marker: str, job_id: str) -> None:
     def mark(_: Any = None) -> None:
         task = asyncio.ensure_future(_redis_call(res, "set", marker, b"1", ex=res.settings.result_dedup_ttl_seconds))
         _marking.add(task)
         task.add_done_callback(_marking.discard)
+        # Written (or Redis failed, which the marker path tolerates anyway): the marker decides from now on.
+        task.add_done_callback(lambda _: _published_here.pop(job_id, None))
 
     if not isinstance(delivery, asyncio.Future):  # already delivered (or a test double)
         mark()

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from models.records import CachedClassification
 from streams.cache import ResultCache
-from streams.near_index import NearIndex
+from streams.near_index import INVALIDATED_KEY, NearIndex
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,30 @@ async def write_back(cache: ResultCache, index: NearIndex | None, entries: Entri
                      index_all: bool, now: float | None = None) -> int:
     """Write each (entry, stored_at) that is still fresh into Redis unless it is there, and index it (every one
     with ``index_all``, else those that were missing: an entry Redis kept was indexed right after it was written).
-    Returns how many were missing from the exact cache."""
+    An answer an operator invalidated after it was stored (``cache:image:invalidated``, read here, not from the
+    worker's copy of it, which lags by up to 2 s) is never written back. Returns how many were missing."""
     now = time.time() if now is None else now
+    entries = list(entries)
+    revoked_at = await _invalidated_at(cache, [entry.phash for entry, _ in entries])
     missing = 0
     for entry, stored_at in entries:
         left = int(ttl_seconds - (now - stored_at))
-        if left <= 1:
+        if left <= 1 or revoked_at.get(entry.phash, -1.0) >= stored_at:
             continue
         was_missing = await cache.put_if_absent(entry, ttl_seconds=left)
         missing += was_missing
         if index is not None and (index_all or was_missing):
             await index.add(entry)
     return missing
+
+
+async def _invalidated_at(cache: ResultCache, phashes: list[str]) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for start in range(0, len(phashes), 500):
+        batch = phashes[start:start + 500]
+        scores = await cache.redis.zmscore(INVALIDATED_KEY, batch)
+        found.update({p: float(s) for p, s in zip(batch, scores, strict=True) if s is not None})
+    return found
 
 
 async def rewarm(state: RewarmState, redis: object, cache: ResultCache, index: NearIndex | None, *,

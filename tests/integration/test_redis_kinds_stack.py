@@ -21,7 +21,7 @@ from models.records import CachedClassification
 from streams import job_claims, redis_client, rewarm
 from streams.cache import ResultCache
 from streams.digests import DigestIndex
-from streams.near_index import NearKind, RedisNearIndex
+from streams.near_index import INVALIDATED_KEY, NearKind, RedisNearIndex
 
 pytestmark = pytest.mark.stack
 T = 12
@@ -135,7 +135,15 @@ async def test_rewarm_puts_a_lost_answer_back_and_a_lost_epoch_triggers_a_full_p
         assert await cache.get(kept.phash) == kept
         match = await index.lookup(near(kept.phash, 4, rng), claim=False)
         assert match.kind is NearKind.NEAR and match.phash == kept.phash  # indexed again: near-duplicates find it
+        # An answer an operator invalidated after it was stored is never written back, even by a full pass.
+        await cache.delete(kept.phash)
+        await redis.zadd(INVALIDATED_KEY, {kept.phash: now + 1})
+        await redis.delete(state.epoch_key)
+        await rewarm.rewarm(state, redis, cache, index, table=lambda: table, recent=lambda: table,
+                            ttl_seconds=600)
+        assert state.full_passes == 2 and await cache.get(kept.phash) is None
     finally:
         for e in (kept, lost, old):
             await cache.delete(e.phash)
+        await redis.zrem(INVALIDATED_KEY, kept.phash)
         await redis.delete(state.epoch_key)
