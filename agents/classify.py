@@ -18,6 +18,7 @@ from models.records import CachedClassification, CacheInfo, CacheSource, ImageHa
 from models.settings import VisionImageMode
 from streams import metrics, near_index, reframed, reframed_index, resources, tables, topics
 from streams.app import app
+from streams.app import settings as app_settings
 from streams.channels import vision_requests_topic
 from streams.imaging import ImageLimits, content_digest, make_thumbnail, thumbnail_data_url
 from streams.near_index import hamming
@@ -37,6 +38,8 @@ async def classify(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter_undecodable(event, stage="classify", topic=topics.VISION_REQUESTS, error=exc)
             continue
+        if not request.job.of_group(app_settings().app_id):
+            continue  # another worker group's request: that group pays for it, once
         try:
             await answer_request(request)
         except Exception:  # publishing itself failed: keep the actor alive; the timer re-issues lost calls

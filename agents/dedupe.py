@@ -46,6 +46,8 @@ async def dedupe(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter_undecodable(event, stage="dedupe", topic=topics.IMAGES_HASHED, error=exc)
             continue
+        if not job.of_group(app_settings().app_id):
+            continue  # another worker group's fetch: that group answers it (see ImageHashed.origin)
         try:
             await deduplicate(job)
         except Exception as exc:  # a bug must not crash the agent and leave the job without its one result

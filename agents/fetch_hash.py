@@ -70,6 +70,7 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
     event = ImageHashed(
         job_id=upload.job_id, bucket=upload.bucket, key=upload.key, phash=phash,
         image_url=cdn_url(settings, upload.key), fetch=fetched.info, received_at=received_at, sha256=sha256,
+        origin=settings.app_id,
         # "decode" only when the image was decoded: a byte-identical re-upload's pHash is looked up instead.
         timings_ms={"fetch": round(fetch_ms, 2), "hash": round(hash_ms, 2),
                     **({"decode": round(decode_ms, 2)} if decode_ms is not None else {})},

@@ -114,6 +114,13 @@ class ImageHashed(_Event):
     # times a job went back to its own pHash after such a wait found no call (it then stops waiting on claims).
     wait_on: str | None = None
     near_hops: int = Field(default=0, ge=0)
+    # The APP_ID of the worker group whose fetch made this event. The internal topics have fixed names, so every
+    # group on a broker reads every group's events; a group answers only its own (None: events before this field).
+    origin: str | None = None
+
+    def of_group(self, app_id: str) -> bool:
+        """Made by the worker group ``app_id`` (or before events said which group made them)."""
+        return self.origin is None or self.origin == app_id
 
 
 # --- waste.vision.requests (key = phash) ----------------------------------------------------------------------

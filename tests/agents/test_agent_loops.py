@@ -81,3 +81,19 @@ async def test_a_job_whose_model_request_could_not_be_sent_is_not_failed_twice(h
 
     assert tables.get_inflight(event.phash).owner.job_id == "owner"  # type: ignore[union-attr]
     assert not harness.results.messages
+
+
+def test_a_worker_group_answers_only_the_internal_events_its_own_fetch_made() -> None:
+    # The internal topics have fixed names: every group on a broker reads every group's hashed images and
+    # vision requests. Answering another group's would publish a second result for that job, or pay twice.
+    from datetime import UTC, datetime
+
+    from models.records import FetchInfo, FetchSource, ImageHashed
+
+    def hashed(origin: str | None) -> ImageHashed:
+        return ImageHashed(job_id="j", bucket="b", key="k", phash="ab" * 32, image_url="u", origin=origin,
+                           fetch=FetchInfo(source=FetchSource.CDN, bytes=1), received_at=datetime.now(UTC))
+
+    assert hashed("waste-analysis").of_group("waste-analysis")
+    assert not hashed("waste-canary").of_group("waste-analysis")
+    assert hashed(None).of_group("waste-analysis")  # events written before the field
