@@ -19,7 +19,7 @@ async def _stats() -> dict:  # type: ignore[type-arg]
 
 async def test_the_stack_runs_the_strict_simulator_and_the_workers_request_passes(pipeline) -> None:  # type: ignore[no-untyped-def]
     assert (await simulator("GET", "/_sim/config"))["mode"] == "strict"
-    key = await pipeline.client.upload(samples.photo_bytes(341))
+    key = await pipeline.client.upload(samples.photo_bytes(357))
     before = await _stats()
     async with pipeline.client.results() as watcher:
         job_id = await watcher.publish(key)
@@ -31,7 +31,7 @@ async def test_the_stack_runs_the_strict_simulator_and_the_workers_request_passe
 
 
 async def test_a_refusal_fails_the_job_once_and_is_never_cached(pipeline) -> None:  # type: ignore[no-untyped-def]
-    photo = samples.photo_bytes(343)
+    photo = samples.photo_bytes(358)
     await simulator("POST", "/_sim/config", {"script": ["refusal"]})
     before = (await _stats())["calls"]
     async with pipeline.client.results() as watcher:
@@ -48,7 +48,7 @@ async def test_a_truncated_answer_is_retried_and_the_job_is_done(pipeline) -> No
     await simulator("POST", "/_sim/config", {"script": ["truncated"]})
     before = (await _stats())["calls"]
     async with pipeline.client.results() as watcher:
-        job_id = await watcher.publish(await pipeline.client.upload(samples.photo_bytes(347)))
+        job_id = await watcher.publish(await pipeline.client.upload(samples.photo_bytes(359)))
         result = (await watcher.wait_for([job_id], timeout=60))[job_id]
     assert result.status is JobStatus.DONE and result.timings_ms["model_attempts"] == 2
     assert (await _stats())["calls"] - before == 2

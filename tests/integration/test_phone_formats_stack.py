@@ -60,7 +60,7 @@ async def analyze_as_a_phone(pipeline, http: aiohttp.ClientSession, api: str, da
 
 
 async def test_heic_and_avif_go_through_the_pipeline(pipeline, api: str) -> None:  # type: ignore[no-untyped-def]
-    heic, avif = encode(351, "HEIF"), encode(351, "AVIF")
+    heic, avif = encode(356, "HEIF"), encode(356, "AVIF")
     async with aiohttp.ClientSession() as http:
         first = await analyze_as_a_phone(pipeline, http, api, heic, "image/heic")
         assert first.status is JobStatus.DONE and first.cache is not None and first.fetch is not None
@@ -76,4 +76,4 @@ async def test_a_heic_declared_as_jpeg_is_refused(api: str) -> None:
         # The S3 server enforces the Content-Type the policy pinned: a HEIC must say it is one.
         async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": "image/jpeg"}) as resp:
             job = await resp.json()
-        assert await s3_post(http, job, encode(353, "HEIF"), "image/heic") != 204
+        assert await s3_post(http, job, encode(348, "HEIF"), "image/heic") != 204
