@@ -8,6 +8,7 @@ model version, or a failure with the expected code).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -202,6 +203,24 @@ async def test_tools_produce_feeds_the_pipeline_and_prints_a_summary(pipeline, t
     assert "jobs: 4, results: 4, missing: 0" in proc.stdout
 
 
+def _stop(pid: int, timeout: float = 45.0) -> None:
+    """TERM, wait for the process to be gone (a demo worker left running would answer every later test's
+    uploads as a second worker group, and pay the shared simulator again), KILL after the deadline."""
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+
+
 async def test_the_demo_runs_a_small_crowd_and_summarises_it(pipeline) -> None:  # type: ignore[no-untyped-def]
     """``make demo`` with a crowd of 4 photos and 2 re-uploads. It starts a worker and the API unless they run
     (pid files in .stack/run); what it started is stopped here."""
@@ -215,16 +234,12 @@ async def test_the_demo_runs_a_small_crowd_and_summarises_it(pipeline) -> None: 
         for name in started:
             pid_file = run_dir / f"{name}.pid"
             if pid_file.exists():
-                pid = int(pid_file.read_text().strip())
-                try:
-                    os.kill(pid, 15)
-                except ProcessLookupError:
-                    pass
+                _stop(int(pid_file.read_text().strip()))
                 pid_file.unlink(missing_ok=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")))
     assert summary["jobs"] == 6 and summary["done"] == 6 and summary["failed"] == 0, summary
     # Two of the six are re-uploads of photos the crowd already sent: at least those are hits.
-    assert summary["cache_hit_rate"] >= 2 / 6, summary
+    assert summary["cache_hit_rate"] >= round(2 / 6, 3), summary  # the summary rounds to 3 places
     assert summary["answered_by"] and all("(simulator)" in name for name in summary["answered_by"])
     assert "SIMULATOR" in proc.stdout
