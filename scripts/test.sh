@@ -17,7 +17,8 @@ fi
 # The main session without the S3 server's upload notifications: an upload's notification would queue its job
 # (the storage-event trigger) and race every test that drives upload-complete itself. The trigger's own tests
 # run in the isolated session below, with notifications on.
-STACK_STORAGE_EVENTS=${STACK_STORAGE_EVENTS:-0} bash scripts/stack.sh up
+export STACK_STORAGE_EVENTS=0   # exported: the lifecycle tests of the main session run `stack.sh up` themselves
+bash scripts/stack.sh up
 
 if [[ $# -gt 0 ]]; then
   .venv/bin/python -m pytest "$@"   # not exec: the EXIT trap must still stop the stack

@@ -106,6 +106,8 @@ class ImageFetcher:
                 return FetchedImage(data, info)
         except TimeoutError as exc:
             raise _CdnUnusable("timeout", f"timeout after {self._settings.fetch_timeout_seconds}s: {url}") from exc
+        except aiohttp.ClientPayloadError as exc:  # the body ended before its Content-Length: aiohttp noticed first
+            raise _CdnUnusable("truncated body", f"truncated body: {type(exc).__name__}: {exc}") from exc
         except aiohttp.ClientError as exc:  # its text names the edge's host and port: logs only
             raise _CdnUnusable(type(exc).__name__, f"{type(exc).__name__}: {exc}") from exc
 
