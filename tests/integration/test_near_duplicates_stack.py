@@ -353,7 +353,7 @@ async def test_crops_and_overlays_never_borrow_another_photos_answer(pipeline) -
 
 @pytest.mark.pipeline
 async def test_an_invalidated_result_is_not_served_again(pipeline) -> None:  # type: ignore[no-untyped-def]
-    folder = variant_folders(40, size="native", offset=5, mirror=True)[7]
+    folder = variant_folders(40, size="native", offset=5, mirror=True)[15]  # photo 35: no other test here sends it
     original, rotated = (folder / "original.jpg").read_bytes(), (folder / "exif-rot.jpg").read_bytes()
     keys = [await pipeline.client.upload(original) for _ in range(2)] + [await pipeline.client.upload(rotated)]
     redis = Redis.from_url(pipeline.settings.redis_url)
