@@ -4,13 +4,17 @@
 # mutmut runs in a snapshot of the tree under .stack/mutation/, so edits made while it runs (it takes a while)
 # neither change what is measured nor collide with its copies. Not part of `make test`.
 #   bash scripts/mutation.sh                      # every deciding module
-#   MUTATE="api/tokens.py" bash scripts/mutation.sh   # some of them
+#   MUTATE="api/tokens.py" bash scripts/mutation.sh   # some of them (one module per run keeps a run short)
+#   MUTATION_TESTS="tests/unit" MUTATE=streams/imaging.py bash scripts/mutation.sh   # a subset of the tests only
+#     (a subset kills no more mutants than all of them: its score is a lower bound of the fast tests' score)
+#   MUTATION_DIR=/tmp/my-run MUTATION_JOBS=1 ...   # a run folder of one's own; one test process at a time
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=${MUTATION_DIR:-$ROOT/.stack/mutation}
 MUTATE=${MUTATE:-"agents/dedupe.py agents/classify.py streams/outcomes.py streams/near_index.py streams/imaging.py streams/fetch.py api/tokens.py"}
 JOBS=${MUTATION_JOBS:-2}
+TESTS=${MUTATION_TESTS:-"tests/unit tests/agents tests/api"}
 
 [[ -x .venv/bin/mutmut ]] || { echo "mutmut missing: .venv/bin/pip install -c constraints.txt -e '.[dev]'" >&2; exit 1; }
 
@@ -27,7 +31,7 @@ ln -s "$ROOT/samples" "$RUN/samples"
   echo "also_copy ="
   for d in models streams agents api simulator tools samples; do echo "    $d"; done
   echo "pytest_add_cli_args_test_selection ="
-  for d in tests/unit tests/agents tests/api; do echo "    $d"; done
+  for d in $TESTS; do echo "    $d"; done
   echo "pytest_add_cli_args ="
   echo "    -p"
   echo "    no:cacheprovider"
