@@ -9,45 +9,15 @@ only: a token in a query string ends up in proxy logs and browser history). Disa
 
 from __future__ import annotations
 
-import hmac
 import logging
-from typing import Protocol
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from api.context import BACKENDS, SETTINGS
+from api.auth import JOB_ID_RE, operator_endpoints_off, require_operator
+from api.context import BACKENDS
 from api.errors import ApiError
-from api.handlers import JOB_ID_RE, WWW_AUTHENTICATE
-from streams.invalidation import invalidate
 
 log = logging.getLogger("api.admin")
-
-
-class CacheAdmin(Protocol):
-    async def invalidate(self, *, phash: str | None, job_id: str | None) -> list[str]: ...
-
-
-class RedisCacheAdmin:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def invalidate(self, *, phash: str | None, job_id: str | None) -> list[str]:
-        return await invalidate(self._redis, phash=phash, job_id=job_id)
-
-
-def require_operator(request: web.Request) -> None:
-    """404 when the admin endpoints are off; 401 without a bearer header; 403 with a wrong one."""
-    expected = request.app[SETTINGS].api_admin_token
-    if expected is None or not expected.get_secret_value():
-        raise ApiError(404, "NOT_FOUND", "operator endpoints are disabled (set API_ADMIN_TOKEN)")
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    if not token:
-        raise ApiError(401, "TOKEN_MISSING", "an operator token is required (Authorization: Bearer <token>)",
-                       headers=WWW_AUTHENTICATE)
-    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
-        raise ApiError(403, "TOKEN_INVALID", "the operator token is not valid")
 
 
 async def full_result(request: web.Request) -> web.Response:
@@ -63,10 +33,11 @@ async def full_result(request: web.Request) -> web.Response:
 
 
 async def invalidate_cached_result(request: web.Request) -> web.Response:
-    admin = request.app[BACKENDS].cache_admin
+    """Stop serving the cached classification of a pHash (path) or of the job that paid for it (``?job_id=``)."""
     require_operator(request)
+    admin = request.app[BACKENDS].cache_admin
     if admin is None:
-        raise ApiError(404, "NOT_FOUND", "operator endpoints are disabled (set API_ADMIN_TOKEN)")
+        raise operator_endpoints_off()
     phash = request.match_info.get("phash")
     job_id = request.query.get("job_id")
     try:

@@ -11,7 +11,7 @@ from aiobotocore.session import get_session
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from api.admin import RedisCacheAdmin
+from api.cache_admin import RedisCacheAdmin
 from api.context import Backends
 from api.limits import RedisRateLimiter
 from api.publisher import KafkaUploadPublisher

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from api.cache_admin import CacheAdmin
 from api.hub import Hub
 from api.limits import RateLimiter
 from api.metrics import Metrics
@@ -16,9 +16,6 @@ from api.results import ResultsSource
 from api.store import JobStore
 from api.uploads import UploadStorage
 from models.settings import Settings
-
-if TYPE_CHECKING:
-    from api.admin import CacheAdmin
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -13,44 +12,19 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from api import limits
+from api.auth import authorize, request_token
 from api.context import BACKENDS, BACKGROUND, LIMITER, METRICS, SETTINGS
 from api.errors import ApiError, error_body
 from api.privacy import client_result
 from api.store import Job, JobState
-from api.tokens import TokenCheck, make_token, verify_token
+from api.tokens import make_token
 from api.uploads import StorageUnavailable
 from models.records import UploadCompleted, utcnow
 
 log = logging.getLogger("api.handlers")
 
-# Job ids are ours (uuid4 hex), but results may name jobs created by other producers: accept any safe id.
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEALTH_TIMEOUT_S = 2.0
-
-
 JSON_TYPES = ("application/json",)
-WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="waste-analysis"'}
-
-
-def request_token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.query.get("token")
-
-
-def authorize(request: web.Request, job_id: str, token: str | None) -> None:
-    """401 without a token, 403 unless it was issued for this job. Checked before any lookup: reveals nothing."""
-    if not JOB_ID_RE.match(job_id):
-        raise ApiError(404, "JOB_NOT_FOUND", "no such job")
-    if not token:
-        raise ApiError(401, "TOKEN_MISSING", "a job token is required (Authorization: Bearer <token>)",
-                       headers=WWW_AUTHENTICATE)
-    check = verify_token(request.app[SETTINGS].api_token_secret, job_id, token)
-    if check is TokenCheck.EXPIRED:
-        raise ApiError(403, "TOKEN_EXPIRED", "the token for this job has expired")
-    if check is not TokenCheck.VALID:
-        raise ApiError(403, "TOKEN_INVALID", "the token is not valid for this job")
 
 
 async def _rate_limit(request: web.Request, bucket: str, limit: int) -> None:

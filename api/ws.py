@@ -18,13 +18,12 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from api.auth import JOB_ID_RE, authorize, job_token_refusal
 from api.context import BACKENDS, HUB, METRICS, SETTINGS
 from api.errors import ApiError
-from api.handlers import JOB_ID_RE, authorize
 from api.hub import Connection
 from api.limits import client_id
 from api.store import JobState
-from api.tokens import TokenCheck, verify_token
 from models.records import utcnow
 
 log = logging.getLogger("api.ws")
@@ -69,14 +68,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             writer.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
             await _close(request, ws, code, reason)
-        elif writer.done() and (code := writer.result()) is not None and not ws.closed:
+        elif writer.done() and (close_code := writer.result()) is not None and not ws.closed:
             # Stop reading first: close() from this task then waits for the client's close frame (a clean
             # handshake); closing while another task reads would drop the connection instead.
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            reason = b"all results delivered" if code == WSCloseCode.OK else b"server shutdown"
-            await _close(request, ws, code, reason)
+            reason = b"all results delivered" if close_code == WSCloseCode.OK else b"server shutdown"
+            await _close(request, ws, close_code, reason)
         elif reader.done() and reader.exception() is not None:
             log.warning("socket reader failed: %s", type(reader.exception()).__name__)
             await _close(request, ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
@@ -177,12 +176,9 @@ async def _subscribe(request: web.Request, conn: Connection, job_id: object, tok
         return
     if conn.follows(job_id):
         return
-    check = verify_token(request.app[SETTINGS].api_token_secret, job_id, token if isinstance(token, str) else None)
-    if check is not TokenCheck.VALID:
-        expired = check is TokenCheck.EXPIRED
-        conn.send_error("TOKEN_EXPIRED" if expired else "TOKEN_INVALID",
-                        "the token for this job has expired" if expired else "the token is not valid for this job",
-                        job_id)
+    refusal = job_token_refusal(request, job_id, token if isinstance(token, str) else None)
+    if refusal is not None:
+        conn.send_error(refusal.code, refusal.message, job_id)
         return
     if len(conn.jobs) >= MAX_JOBS_PER_SOCKET:
         conn.send_error("TOO_MANY_JOBS", f"at most {MAX_JOBS_PER_SOCKET} jobs per connection", job_id)
