@@ -49,7 +49,7 @@ async def process_upload(key: str | bytes | None, value: bytes, partition: int |
         return
     try:
         started = time.monotonic()
-        fetched = await res.fetcher.fetch(upload.bucket, upload.key)
+        fetched = await res.fetcher.fetch_patiently(upload.bucket, upload.key)
         fetch_ms = (time.monotonic() - started) * 1000
         metrics.fetch_total.labels(source=fetched.info.source.value, cdn_cache=fetched.info.cdn_cache).inc()
         check_declared_type(fetched.data, upload.content_type)

@@ -32,7 +32,13 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     app_id: str = "waste-analysis"
     topic_partitions: int = Field(default=4, ge=1)
+    # Replication of every topic the project creates (tools/kafka_admin.py and the worker's changelogs): 1 on the
+    # default one-node stack, 3 on a three-broker cluster (scripts/stack.sh STACK_KAFKA_BROKERS=3 prints it).
     topic_replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of the topics tools/kafka_admin.py creates; unset: a majority of the replicas from three
+    # replicas on (3 -> 2), else 1. With acks=all (every producer: kafka_security.producer_kwargs) a write is
+    # acknowledged once that many replicas have it, so one broker may die without losing an acknowledged event.
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"  # where the worker's /metrics listens; 0.0.0.0 in a container
     worker_web_enabled: bool = True
@@ -102,6 +108,9 @@ class Settings(BaseSettings):
     cdn_base_url: str = "http://127.0.0.1:6081/waste-images"
     # The edge's TTLs are not a service setting: infra/cdn-policy.json sets them for CloudFront and the local edge.
     fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    # While the CDN and S3 both fail (an S3 outage), a job's fetch is tried again with backoff for this long
+    # before it fails with FETCH_FAILED; 0 fails at once. The fetch step's slots wait meanwhile (back-pressure).
+    fetch_retry_seconds: float = Field(default=45.0, ge=0)
 
     # --- Image guards
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
@@ -243,6 +252,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """``topic_min_insync_replicas``, or its default for ``topic_replication_factor`` (3 -> 2, below 3 -> 1)."""
+        if self.topic_min_insync_replicas is not None:
+            return min(self.topic_min_insync_replicas, self.topic_replication_factor)
+        rf = self.topic_replication_factor
+        return rf // 2 + 1 if rf >= 3 else 1
 
     @property
     def kafka_broker_url(self) -> str:

@@ -3,12 +3,17 @@
 Order (DESIGN.md §3): GET ``{CDN_BASE_URL}/{key}`` with one shared aiohttp session; on a connection error,
 timeout, 5xx, 403/404 or a truncated body, log a warning and read the object with S3 GetObject (aiobotocore).
 ``CDN_ENABLED=false`` reads S3 only (a worker in the bucket's region pays nothing for S3 transfer).
+
+When both fail for a reason that passes (an S3 outage, a network blip), :meth:`ImageFetcher.fetch_patiently`
+tries again with backoff for up to ``FETCH_RETRY_SECONDS``: the job waits out the outage instead of failing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -24,6 +29,10 @@ from streams.upload_checks import unsafe_key_reason
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+# Backoff between fetch attempts while both sources fail: doubling from the first, capped, with jitter so the
+# jobs an outage held back do not return at the same instant.
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,25 @@ class ImageFetcher:
         self._http = http
         self._s3 = s3
 
+    async def fetch_patiently(self, bucket: str, key: str) -> FetchedImage:
+        """:meth:`fetch`, tried again while it fails with FETCH_FAILED (both sources down or timing out), for up
+        to ``FETCH_RETRY_SECONDS``. A missing, refused or oversized object fails at once: waiting cannot fix it."""
+        deadline = time.monotonic() + self._settings.fetch_retry_seconds
+        delay = RETRY_FIRST_DELAY_S
+        while True:
+            try:
+                return await self.fetch(bucket, key)
+            except PipelineError as exc:
+                wait = delay * random.uniform(0.8, 1.2)
+                if exc.code is not ErrorCode.FETCH_FAILED or time.monotonic() + wait > deadline:
+                    raise
+                metrics.fetch_retries_total.inc()
+                log.warning("key=%s: fetch failed (%s); trying again in %.1fs", key, exc.detail or exc.message, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+
     async def fetch(self, bucket: str, key: str) -> FetchedImage:
+        """One attempt: the CDN, then S3."""
         settings = self._settings
         # Events are checked before they get here (streams/upload_checks.py); this is the last line: the fetcher
         # reads the configured bucket only, and no key that could leave the bucket's path on the CDN.

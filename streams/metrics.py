@@ -26,6 +26,8 @@ hash_total = Counter("waste_hash_total", "pHashes, by how they were found (decod
 fetch_total = Counter("waste_fetch_total", "Image fetches, by source and edge cache status", ["source", "cdn_cache"])
 fetched_bytes_total = Counter(
     "waste_fetched_bytes_total", "Image bytes the worker read (hashing and the model's re-read), by source", ["source"])
+fetch_retries_total = Counter(
+    "waste_fetch_retries_total", "Fetches tried again because the CDN and S3 both failed (FETCH_RETRY_SECONDS)")
 refetch_total = Counter(
     "waste_refetch_total", "Re-reads of a hashed image for the model (classify, on a miss), by source and edge cache "
     "status", ["source", "cdn_cache"])

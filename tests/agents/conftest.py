@@ -82,6 +82,8 @@ class FakeFetcher:
             raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, key)
         return FetchedImage(data, FetchInfo(source=FetchSource.CDN, cdn_cache="miss", bytes=len(data)))
 
+    fetch_patiently = fetch  # no outage to wait out here (tests/unit/test_fetch_retry.py covers the retries)
+
 
 @dataclass
 class Harness:

@@ -1,23 +1,17 @@
-"""Pieces a real-stack test owns alone: a private vision-model simulator and a misbehaving origin.
+"""Pieces a real-stack test owns alone: a misbehaving origin, and the results of one worker group.
 
-The stack's simulator (port 8090) and its fault script are shared by every test and every engineer's worker on
-the machine; a test that scripts faults, counts calls or times requests starts a simulator of its own instead,
-with a worker whose ``OPENAI_BASE_URL`` points at it. ``BrokenOrigin`` stands in for a CDN edge and an S3
-endpoint that fail on purpose for chosen keys and forward everything else to the real ones.
+(A private vision-model simulator is ``tools.kit.Simulator.start()``.) ``BrokenOrigin`` stands in for a CDN edge
+and an S3 endpoint that fail on purpose for chosen keys and forward everything else to the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,80 +19,14 @@ from aiohttp import web
 from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
-from tests.pipeline_harness import ROOT, STACK_DIR, ResultWatcher, free_port, stop_process
-
-
-class PrivateSimulator:
-    """``python -m simulator`` on a free port, for one test module."""
-
-    def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        log_dir = STACK_DIR / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"simulator-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "simulator", "--port", str(self.port)], cwd=ROOT,
-                env={**os.environ, "SIM_LATENCY_MS": "50", "SIM_LATENCY_JITTER_MS": "0", **env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.call("GET", "/_sim/stats")
-                return
-            except (aiohttp.ClientError, OSError):
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"private simulator did not start: {self.log_path.read_text()[-2000:]}")
-                time.sleep(0.2)  # polling for the process to listen, within the deadline above
-
-    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        async def go() -> dict[str, Any]:
-            async with aiohttp.ClientSession() as http, http.request(method, self.url + path, json=payload) as r:
-                r.raise_for_status()
-                return await r.json()  # type: ignore[no-any-return]
-
-        return asyncio.run(go()) if not _in_loop() else _run_in_thread(go())
-
-    async def acall(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.request(method, self.url + path, json=payload) as r:
-            r.raise_for_status()
-            return await r.json()  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        stop_process(self.process, 10)
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _run_in_thread(coro: Any) -> Any:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
+from tools.kit import ResultWatcher, free_port
 
 # --- a misbehaving CDN edge and S3 endpoint --------------------------------------------------------------------
 
 # What the broken origin does to a key, by the word the key starts with (tests/{word}-{uuid}.jpg).
-CDN_FAULTS = ("cdn500", "cdn403", "cdnslow", "cdntrunc", "s3fail")
+CDN_FAULTS = ("cdn500", "cdn403", "cdnslow", "cdntrunc", "s3fail", "s3blip")
+# How many GETs of an ``s3blip-*`` key fail (on the CDN and on S3) before both serve it: a short outage.
+S3_BLIP_FAILURES = 2
 
 
 class BrokenOrigin:
@@ -106,7 +34,8 @@ class BrokenOrigin:
 
     Keys ``tests/cdn500-*`` get HTTP 500 from the CDN, ``cdn403-*`` 403, ``cdnslow-*`` an answer that never
     comes in time, ``cdntrunc-*`` a body cut short of its Content-Length; ``s3fail-*`` 500 from the CDN and an
-    S3 InternalError. Everything else is forwarded to the real edge and S3 server (S3 with the client's own
+    S3 InternalError; ``s3blip-*`` the same for its first S3_BLIP_FAILURES reads of S3, then both work.
+    Everything else is forwarded to the real edge and S3 server (S3 with the client's own
     signed headers, Host included, so the signature still verifies).
     """
 
@@ -116,6 +45,7 @@ class BrokenOrigin:
         self.s3_endpoint = s3_endpoint.rstrip("/")
         self.slow_seconds = slow_seconds
         self.requests: list[tuple[str, str]] = []  # (role, path) in arrival order
+        self._blip_failures: dict[str, int] = {}  # s3blip path -> S3 GETs failed so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
@@ -170,7 +100,7 @@ class BrokenOrigin:
         path = request.match_info["path"]
         self.requests.append(("cdn", path))
         fault = self._fault(path)
-        if fault in ("cdn500", "s3fail"):
+        if fault in ("cdn500", "s3fail") or (fault == "s3blip" and self._blipping(path)):
             return web.Response(status=500, text="edge error")
         if fault == "cdn403":
             return web.Response(status=403, text="forbidden")
@@ -194,7 +124,8 @@ class BrokenOrigin:
     async def _s3(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         self.requests.append(("s3", path))
-        if self._fault(path) == "s3fail" and request.method == "GET":
+        fault = self._fault(path)
+        if request.method == "GET" and (fault == "s3fail" or (fault == "s3blip" and self._blip(path))):
             xml = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>"
                    "<Message>We encountered an internal error. Please try again.</Message></Error>")
             return web.Response(status=500, text=xml, content_type="application/xml")
@@ -206,6 +137,19 @@ class BrokenOrigin:
             out = {k: v for k, v in upstream.headers.items()
                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
             return web.Response(status=upstream.status, body=data, headers=out)
+
+
+    def _blipping(self, path: str) -> bool:
+        return self._blip_failures.get(path.rsplit("/", 1)[-1], 0) < S3_BLIP_FAILURES
+
+    def _blip(self, path: str) -> bool:
+        """Count one failed S3 read of an s3blip key; False once it has failed S3_BLIP_FAILURES times."""
+        key = path.rsplit("/", 1)[-1]
+        failed = self._blip_failures.get(key, 0)
+        if failed >= S3_BLIP_FAILURES:
+            return False
+        self._blip_failures[key] = failed + 1
+        return True
 
 
 @contextmanager

@@ -26,23 +26,24 @@ from models.records import AnalysisResult, JobStatus
 from models.settings import Settings, VisionImageMode
 from simulator.answers import classify as simulated_answer
 from streams.clients import s3_client
-from tests.integration.private_stack import PrivateSimulator, broken_origin, fault_key, own_result
+from tests.integration.private_stack import S3_BLIP_FAILURES, broken_origin, fault_key, own_result
 from tests.integration.test_outcomes_stack import unique_jpeg
-from tests.pipeline_harness import PipelineClient, Worker, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
 
 pytestmark = pytest.mark.pipeline
 
 MODEL_TIMEOUT_S = 3.0
 CONCURRENCY = 2
 CDN_TIMEOUT_S = 2.0
+FETCH_RETRY_S = 4.0
 
 
 @dataclasses.dataclass
 class ExtraWorker:
     settings: Settings
     client: PipelineClient
-    worker: Worker
-    sim: PrivateSimulator
+    worker: Proc
+    sim: Simulator
     real_s3: str | None  # the stack's S3 server (the origin worker's S3_ENDPOINT_URL is the broken origin)
 
 
@@ -50,7 +51,7 @@ class ExtraWorker:
 def model_worker(pipeline) -> Iterator[ExtraWorker]:  # type: ignore[no-untyped-def]
     import asyncio
 
-    sim = PrivateSimulator()
+    sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     settings = pipeline.settings.model_copy(update={
         "app_id": f"waste-model-faults-{session}", "prompt_version": f"model-faults-{session}",
@@ -72,7 +73,7 @@ def model_worker(pipeline) -> Iterator[ExtraWorker]:  # type: ignore[no-untyped-
 def origin_worker(pipeline) -> Iterator[tuple[ExtraWorker, object]]:  # type: ignore[no-untyped-def]
     import asyncio
 
-    sim = PrivateSimulator()
+    sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     with broken_origin(pipeline.settings, slow_seconds=CDN_TIMEOUT_S * 3) as origin:
         settings = pipeline.settings.model_copy(update={
@@ -80,6 +81,8 @@ def origin_worker(pipeline) -> Iterator[tuple[ExtraWorker, object]]:  # type: ig
             "worker_web_port": free_port(), "openai_base_url": f"{sim.url}/v1",
             "cdn_base_url": origin.cdn_base_url, "s3_endpoint_url": origin.s3_url,
             "fetch_timeout_seconds": CDN_TIMEOUT_S,
+            # An outage of the CDN and S3 is waited out this long (s3blip-* keys recover in time, s3fail-* never).
+            "fetch_retry_seconds": FETCH_RETRY_S,
             # A call that hangs is never timed out by the client in these tests: only the lost-call timer acts.
             "vision_timeout_seconds": 300.0, "inflight_timeout_seconds": 1.0,
         })
@@ -106,14 +109,14 @@ async def scripted(extra: ExtraWorker, script: list[str], got_it: Callable[[Anal
     """Script the private simulator, send a fresh photo, and return its result once our job got the script."""
     result = None
     for attempt in range(tries):
-        await extra.sim.acall("POST", "/_sim/config", {"script": script, **config})
+        await extra.sim.request("POST", "/_sim/config", {"script": script, **config})
         try:
             key = await upload(extra, unique_jpeg(photo_index + attempt))
             async with extra.client.results() as watcher:
                 job_id = await watcher.publish(key)
                 result = await own_result(watcher, job_id, extra.settings, expect=expect, timeout=timeout)
         finally:
-            await extra.sim.acall("POST", "/_sim/config", {"script": []})
+            await extra.sim.request("POST", "/_sim/config", {"script": []})
         if got_it(result):
             return result
     raise AssertionError(f"another event took the scripted faults {tries} times; last result: {result}")
@@ -161,16 +164,16 @@ async def test_cdn_url_mode_shows_the_model_the_uploaded_bytes_by_url(model_work
 
 
 async def test_no_more_model_calls_run_at_once_than_vision_concurrency(model_worker: ExtraWorker) -> None:
-    await model_worker.sim.acall("POST", "/_sim/reset")
-    await model_worker.sim.acall("POST", "/_sim/config", {"latency_ms": 400, "jitter_ms": 0})
+    await model_worker.sim.request("POST", "/_sim/reset")
+    await model_worker.sim.request("POST", "/_sim/config", {"latency_ms": 400, "jitter_ms": 0})
     try:
         keys = [await upload(model_worker, unique_jpeg(320 + i)) for i in range(4 * CONCURRENCY)]
         async with model_worker.client.results() as watcher:
             jobs = [await watcher.publish(k) for k in keys]
             results = [await own_result(watcher, j, model_worker.settings, timeout=120) for j in jobs]
-        stats = await model_worker.sim.acall("GET", "/_sim/stats")
+        stats = await model_worker.sim.request("GET", "/_sim/stats")
     finally:
-        await model_worker.sim.acall("POST", "/_sim/config", {"latency_ms": 50})
+        await model_worker.sim.request("POST", "/_sim/config", {"latency_ms": 50})
     assert all(r.status is JobStatus.DONE for r in results)
     assert stats["calls"] >= len(keys)
     assert 1 <= stats["max_in_flight"] <= CONCURRENCY, stats
@@ -207,8 +210,22 @@ async def test_the_cdn_failing_falls_back_to_s3(origin_worker, fault: str, cdn_e
     assert ("cdn", f"waste-images/{key}") in origin.requests  # it did ask the CDN first
 
 
+async def test_a_short_outage_of_the_cdn_and_s3_is_waited_out(origin_worker) -> None:  # type: ignore[no-untyped-def]
+    """FETCH_RETRY_SECONDS: both sources fail the first reads of the object, the fetch tries again, the job is done."""
+    extra, origin = origin_worker
+    key = await upload(extra, unique_jpeg(338), fault_key("s3blip"))
+    async with extra.client.results() as watcher:
+        job_id = await watcher.publish(key)
+        result = await own_result(watcher, job_id, extra.settings, timeout=90)
+    assert result.status is JobStatus.DONE, result.error
+    assert result.fetch is not None and result.fetch.source.value == "s3"
+    s3_reads = [path for role, path in origin.requests if role == "s3" and path.endswith(key)]
+    assert len(s3_reads) > S3_BLIP_FAILURES  # it failed, and was tried again until S3 answered
+
+
 async def test_cdn_and_s3_both_failing_is_fetch_failed(origin_worker) -> None:  # type: ignore[no-untyped-def]
-    extra, _ = origin_worker
+    """An outage longer than FETCH_RETRY_SECONDS fails the job, after the retries."""
+    extra, origin = origin_worker
     key = await upload(extra, unique_jpeg(337), fault_key("s3fail"))
     async with extra.client.results() as watcher:
         job_id = await watcher.publish(key)
@@ -216,6 +233,7 @@ async def test_cdn_and_s3_both_failing_is_fetch_failed(origin_worker) -> None:  
     assert result.status is JobStatus.FAILED and result.error.code is ErrorCode.FETCH_FAILED
     # Clients are told what failed, never where: no host, port, bucket or key.
     assert "127.0.0.1" not in result.error.message and key not in result.error.message
+    assert len([path for role, path in origin.requests if role == "s3" and path.endswith(key)]) >= 2
 
 
 async def test_a_model_call_that_never_returns_is_re_requested_then_given_up(origin_worker) -> None:  # type: ignore[no-untyped-def]
@@ -223,14 +241,14 @@ async def test_a_model_call_that_never_returns_is_re_requested_then_given_up(ori
     third time it gives the job up with MODEL_TIMEOUT. The re-requests wait on the call still running in the
     worker, so the photo is paid for once."""
     extra, _ = origin_worker
-    before = await extra.sim.acall("GET", "/_sim/stats")
+    before = await extra.sim.request("GET", "/_sim/stats")
 
     def hung(r: AnalysisResult) -> bool:
         return r.status is JobStatus.FAILED
 
     result = await scripted(extra, ["hang"], hung, ErrorCode.MODEL_TIMEOUT, 341, tries=2, timeout=150,
                             hang_s=280)
-    after = await extra.sim.acall("GET", "/_sim/stats")
+    after = await extra.sim.request("GET", "/_sim/stats")
     assert result.error is not None and result.error.code is ErrorCode.MODEL_TIMEOUT
     assert "3 requests" in result.error.message  # the timer's give-up, not a client timeout
     assert after["faults"]["hang"] - before["faults"]["hang"] >= 1
