@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Local infrastructure without Docker: Kafka (KRaft, one node), Redis, an S3 server (versitygw),
-# a CDN edge (Varnish) in front of it, and the vision-model simulator.
+# Local infrastructure without Docker: Kafka (KRaft, one node, or a cluster of three), Redis, an S3 server
+# (versitygw), a CDN edge (Varnish) in front of it, and the vision-model simulator.
 #
 #   scripts/stack.sh install   fetch/build what is missing, cache it in $STACK_DIR (default <repo>/.stack)
 #   scripts/stack.sh up        start every service on 127.0.0.1 (idempotent), create the bucket
 #   scripts/stack.sh down      stop every service by its own PID
 #   scripts/stack.sh app-down  stop only the worker and the API `make demo` started (the services keep running)
 #   scripts/stack.sh status    one line per service
+#   scripts/stack.sh kafka-up / kafka-down   only Kafka (its nodes, ACLs and topics) / stop only Kafka
 #   scripts/stack.sh reset     down, then wipe Kafka and S3 data (downloads are kept)
 #   STACK_RESET=1 scripts/stack.sh up   same as reset, then up
 #
@@ -17,6 +18,13 @@
 #              STACK_REDIS_CLUSTER=1: `up` also starts a Redis Cluster (3 masters + 3 replicas on
 #              REDIS_CLUSTER_PORT=7000..7005); `scripts/stack.sh redis-cluster-up` starts only that
 #              STACK_TIMEOUT=90 (seconds each readiness check may take)
+#              STACK_KAFKA_BROKERS=3: a three-node KRaft cluster (each node broker + controller, a static quorum of
+#              the three) instead of one node: client ports KAFKA_PORTS=9092,9094,9096 and controller ports
+#              KAFKA_CONTROLLER_PORTS=9093,9095,9097 (defaults: KAFKA_PORT and KAFKA_CONTROLLER_PORT, +2, +4), data
+#              in $STACK_DIR/kafka/node-N. Replication follows the node count: topics get replication factor 3 and
+#              min.insync.replicas=2 (one node: 1 and 1). Clients then need every node and the factor:
+#              KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096 TOPIC_REPLICATION_FACTOR=3
+#              (`up` prints both). One node stays the default (the demo, the fast tests).
 # Docker users: docker-compose.kafka.yml runs the same services from images with the same versions.
 set -euo pipefail
 
@@ -52,6 +60,7 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 REDIS_PORT=${REDIS_PORT:-6379}
 REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-7000}   # first of six: three masters, one replica each
 STACK_REDIS_CLUSTER=${STACK_REDIS_CLUSTER:-0}
+STACK_KAFKA_BROKERS=${STACK_KAFKA_BROKERS:-1}   # 1, or 3 for a cluster (kafka_nodes below)
 S3_PORT=${S3_PORT:-7070}
 CDN_PORT=${CDN_PORT:-6081}
 SIMULATOR_PORT=${SIMULATOR_PORT:-8090}
@@ -70,7 +79,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 EDGE_DIR=${EDGE_DIR:-${TMPDIR:-/tmp}/waste-edge-$(id -u)-$CDN_PORT}
 VARNISH_DIR=$EDGE_DIR/varnish
 STACK_TIMEOUT=${STACK_TIMEOUT:-90}
-KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:-}   # per node; default -Xms256m -Xmx512m, three nodes -Xms128m -Xmx384m each
 
 # ---- output helpers ------------------------------------------------------------------------------
 say()  { printf '[stack] %s\n' "$*"; }
@@ -424,6 +433,12 @@ check_installed() {  # up needs what install provides
     need_java17
 }
 
+check_kafka_installed() {  # kafka-up needs only Kafka's jars and Java
+    [[ -f $KAFKA_HOME/lib/.stamp && $(cat "$KAFKA_HOME/lib/.stamp") == "$(kafka_stamp)" ]] \
+        || die "Kafka $KAFKA_VERSION not installed in $KAFKA_HOME/lib: run scripts/stack.sh install"
+    need_java17
+}
+
 # ---- kafka ---------------------------------------------------------------------------------------
 # kafka_cmd HEAP ARGS...: sets KAFKA_CMD, the JVM command line shared by StorageTool and the broker.
 # An array, not a string: the classpath wildcard 'lib/*' must reach java unexpanded.
@@ -480,17 +495,63 @@ kafka_credentials() {
 
 kafka_credentials_digest() { sha256sum "$KAFKA_CREDENTIALS" | cut -d' ' -f1; }
 
-kafka_render_config() {
+# ---- kafka nodes ----------------------------------------------------------------------------------
+# kafka_nodes: the node list, from STACK_KAFKA_BROKERS.
+# One node (the default): name "kafka" (pid file, log kafka.log), client port $KAFKA_PORT, controller port
+#   $KAFKA_CONTROLLER_PORT, data $KAFKA_HOME/data, config $KAFKA_HOME/server.properties.
+# Three nodes: names kafka-1..kafka-3 (logs kafka-N.log), ports from KAFKA_PORTS / KAFKA_CONTROLLER_PORTS, data
+#   $KAFKA_HOME/node-N, configs server-N.properties: other files than the single node's, so switching between the
+#   two on one STACK_DIR never formats the other's storage.
+# Replication: factor min(nodes, 3); min.insync.replicas 2 from three replicas on (a majority), else 1.
+kafka_nodes() {
+    local n=$STACK_KAFKA_BROKERS i
+    [[ $n == 1 || $n == 3 ]] || die "STACK_KAFKA_BROKERS must be 1 or 3 (got '$n')"
+    KAFKA_NAMES=() KAFKA_CLIENT_PORTS=() KAFKA_CTRL_PORTS=() KAFKA_DIRS=() KAFKA_CONFIGS=()
+    if (( n == 1 )); then
+        KAFKA_NAMES=(kafka) KAFKA_CLIENT_PORTS=("$KAFKA_PORT") KAFKA_CTRL_PORTS=("$KAFKA_CONTROLLER_PORT")
+        KAFKA_DIRS=("$KAFKA_DATA") KAFKA_CONFIGS=("$KAFKA_HOME/server.properties")
+        : "${KAFKA_HEAP_OPTS:=-Xms256m -Xmx512m}"
+    else
+        local -a ports ctrl
+        IFS=, read -r -a ports <<<"${KAFKA_PORTS:-$KAFKA_PORT,$((KAFKA_PORT + 2)),$((KAFKA_PORT + 4))}"
+        IFS=, read -r -a ctrl <<<"${KAFKA_CONTROLLER_PORTS:-$KAFKA_CONTROLLER_PORT,$((KAFKA_CONTROLLER_PORT + 2)),$((KAFKA_CONTROLLER_PORT + 4))}"
+        (( ${#ports[@]} == n && ${#ctrl[@]} == n )) || die "KAFKA_PORTS and KAFKA_CONTROLLER_PORTS need $n ports each"
+        for (( i = 1; i <= n; i++ )); do
+            KAFKA_NAMES+=("kafka-$i") KAFKA_CLIENT_PORTS+=("${ports[i-1]}") KAFKA_CTRL_PORTS+=("${ctrl[i-1]}")
+            KAFKA_DIRS+=("$KAFKA_HOME/node-$i") KAFKA_CONFIGS+=("$KAFKA_HOME/server-$i.properties")
+        done
+        : "${KAFKA_HEAP_OPTS:=-Xms128m -Xmx384m}"
+    fi
+    KAFKA_RF=$(( n < 3 ? n : 3 ))
+    KAFKA_MIN_ISR=$(( KAFKA_RF >= 3 ? KAFKA_RF / 2 + 1 : 1 ))
+    KAFKA_VOTERS="" KAFKA_BOOTSTRAP=""
+    for i in "${!KAFKA_NAMES[@]}"; do
+        KAFKA_VOTERS+="${KAFKA_VOTERS:+,}$((i + 1))@127.0.0.1:${KAFKA_CTRL_PORTS[i]}"
+        KAFKA_BOOTSTRAP+="${KAFKA_BOOTSTRAP:+,}127.0.0.1:${KAFKA_CLIENT_PORTS[i]}"
+    done
+}
+
+# What the stack's own clients (ACLs, topics, the relay) get: every node, and the replication of the node count.
+kafka_client_env() {
+    echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "TOPIC_REPLICATION_FACTOR=$KAFKA_RF" \
+        "TOPIC_MIN_INSYNC_REPLICAS=$KAFKA_MIN_ISR"
+}
+
+kafka_render_config() {  # kafka_render_config INDEX
+    local i=$1 text admin_pw config=${KAFKA_CONFIGS[$1]}
     kafka_credentials
-    local text admin_pw
     admin_pw=$(kafka_password admin) || die "kafka: no admin password in $KAFKA_CREDENTIALS"
-    text=$(sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
-        -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-        -e "s#@KAFKA_DATA_DIR@#$KAFKA_DATA#g" \
+    text=$(sed -e "s#@KAFKA_PORT@#${KAFKA_CLIENT_PORTS[i]}#g" \
+        -e "s#@KAFKA_CONTROLLER_PORT@#${KAFKA_CTRL_PORTS[i]}#g" \
+        -e "s#@KAFKA_NODE_ID@#$((i + 1))#g" \
+        -e "s#@KAFKA_QUORUM_VOTERS@#$KAFKA_VOTERS#g" \
+        -e "s#@KAFKA_REPLICATION_FACTOR@#$KAFKA_RF#g" \
+        -e "s#@KAFKA_MIN_INSYNC_REPLICAS@#$KAFKA_MIN_ISR#g" \
+        -e "s#@KAFKA_DATA_DIR@#${KAFKA_DIRS[i]}#g" \
         stack/kafka/server.properties.in)
     # The password is substituted by the shell (no sed argv) into a file only we can read.
-    rm -f "$KAFKA_HOME/server.properties"
-    (umask 077; printf '%s\n' "${text//@KAFKA_ADMIN_PASSWORD@/$admin_pw}" >"$KAFKA_HOME/server.properties")
+    rm -f "$config"
+    (umask 077; printf '%s\n' "${text//@KAFKA_ADMIN_PASSWORD@/$admin_pw}" >"$config")
 }
 
 # Cluster ids are 16 random bytes, base64url without padding (22 chars). Kafka never starts one
@@ -502,27 +563,49 @@ kafka_cluster_id() {
     echo "$id"
 }
 
+# kafka_formatted INDEX: that node's storage is formatted for these credentials (and, in a cluster, this quorum).
+kafka_formatted() {
+    local dir=${KAFKA_DIRS[$1]}
+    [[ -f $dir/meta.properties && -f $dir/.scram-credentials \
+        && $(cat "$dir/.scram-credentials") == "$(kafka_credentials_digest)" ]] || return 1
+    (( ${#KAFKA_NAMES[@]} == 1 )) || [[ $(cat "$dir/.quorum" 2>/dev/null) == "$KAFKA_VOTERS" ]]
+}
+
 kafka_format_once() {
     # SCRAM users live in the metadata log: they are added when the storage is formatted (the broker cannot
-    # authenticate anyone, itself included, before). A storage formatted before SASL, or for other passwords,
-    # is formatted again: a dev stack's topics are recreated by `up`, its data is disposable.
-    local marker=$KAFKA_DATA/.scram-credentials
-    if [[ -f $KAFKA_DATA/meta.properties ]]; then
-        [[ -f $marker && $(cat "$marker") == "$(kafka_credentials_digest)" ]] && return 0
-        say "kafka: the storage in $KAFKA_DATA has no SCRAM users for $KAFKA_CREDENTIALS: formatting it again (its topics and offsets are dropped)"
-        rm -rf "$KAFKA_DATA"
-    fi
-    mkdir -p "$KAFKA_DATA"
-    say "kafka: formatting storage in $KAFKA_DATA with SCRAM users ${KAFKA_PRINCIPALS[*]}"
-    # The command line goes through a mode-600 argument file (java @file), so no password is ever in argv.
-    local args=$KAFKA_HOME/format.args name pw arg rc=0
-    local -a scram=()
-    for name in "${KAFKA_PRINCIPALS[@]}"; do
-        pw=$(kafka_password "$name") || die "kafka: no password for $name in $KAFKA_CREDENTIALS"
-        scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$pw]")
+    # authenticate anyone, itself included, before). A storage formatted before SASL, or for other passwords
+    # (or, for a cluster, another quorum), is formatted again: a dev stack's topics are recreated by `up`, its data
+    # is disposable. A cluster's nodes share one cluster id, so they are formatted together, none of them running.
+    local i all=1 name
+    for i in "${!KAFKA_NAMES[@]}"; do kafka_formatted "$i" || all=0; done
+    (( all )) && return 0
+    for name in "${KAFKA_NAMES[@]}"; do
+        pid_is "$(read_pid "$name")" kafka.Kafka \
+            && die "kafka: $name runs on storage that must be formatted again (new credentials or quorum): scripts/stack.sh kafka-down first"
     done
-    kafka_cmd -Xmx256m kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$KAFKA_HOME/server.properties" \
-        "${scram[@]}"
+    local cluster_id; cluster_id=$(kafka_cluster_id)
+    for i in "${!KAFKA_NAMES[@]}"; do
+        kafka_format_node "$i" "$cluster_id"
+    done
+}
+
+kafka_format_node() {  # kafka_format_node INDEX CLUSTER_ID
+    local i=$1 dir=${KAFKA_DIRS[$1]} name=${KAFKA_NAMES[$1]}
+    [[ -f $dir/meta.properties ]] \
+        && say "$name: the storage in $dir has no SCRAM users for $KAFKA_CREDENTIALS (or another quorum): formatting it again (its topics and offsets are dropped)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    say "$name: formatting storage in $dir with SCRAM users ${KAFKA_PRINCIPALS[*]}"
+    # The command line goes through a mode-600 argument file (java @file), so no password is ever in argv.
+    local args=$KAFKA_HOME/format.args pw arg rc=0 principal
+    local -a scram=()
+    for principal in "${KAFKA_PRINCIPALS[@]}"; do
+        pw=$(kafka_password "$principal") || die "kafka: no password for $principal in $KAFKA_CREDENTIALS"
+        scram+=(--add-scram "SCRAM-SHA-512=[name=$principal,password=$pw]")
+    done
+    # Every node of a cluster gets the same cluster id and the same SCRAM users (the static quorum of
+    # controller.quorum.voters needs neither --standalone nor --initial-controllers).
+    kafka_cmd -Xmx256m kafka.tools.StorageTool format -t "$2" -c "${KAFKA_CONFIGS[i]}" "${scram[@]}"
     rm -f "$args"
     (
         umask 077
@@ -531,36 +614,78 @@ kafka_format_once() {
             printf '"%s"\n' "${arg//\"/\\\"}"
         done >"$args"
     )
-    java "@$args" >>"$LOG_DIR/kafka.log" 2>&1 || rc=$?
+    java "@$args" >>"$LOG_DIR/$name.log" 2>&1 || rc=$?
     rm -f "$args"
-    (( rc == 0 )) || { tail -n 20 "$LOG_DIR/kafka.log" >&2; die "kafka storage format failed"; }
-    kafka_credentials_digest >"$marker"
+    (( rc == 0 )) || { tail -n 20 "$LOG_DIR/$name.log" >&2; die "kafka storage format failed ($name)"; }
+    kafka_credentials_digest >"$dir/.scram-credentials"
+    (( ${#KAFKA_NAMES[@]} == 1 )) || echo "$KAFKA_VOTERS" >"$dir/.quorum"
 }
 
-kafka_started() {  # the broker logs this line once it serves clients
-    port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$LOG_DIR/kafka.log"
+kafka_started() {  # kafka_started INDEX: the node logs this line once it serves clients
+    port_open "${KAFKA_CLIENT_PORTS[$1]}" && grep -q 'Kafka Server started' "$LOG_DIR/${KAFKA_NAMES[$1]}.log"
 }
 
-# Launch without waiting: the JVM takes longest, so the other services start meanwhile.
+# Launch without waiting: the JVMs take longest, so the other services start meanwhile. Nodes already running
+# are left alone (`up` after a node died starts that node only).
 kafka_launch() {
-    KAFKA_PENDING=""
-    already_up kafka kafka.Kafka "$KAFKA_PORT" && return 0
-    port_open "$KAFKA_CONTROLLER_PORT" && die "kafka: controller port $KAFKA_CONTROLLER_PORT is already in use"
+    KAFKA_PENDING=()
+    local i name pid
+    local -a missing=()
+    for i in "${!KAFKA_NAMES[@]}"; do
+        already_up "${KAFKA_NAMES[i]}" kafka.Kafka "${KAFKA_CLIENT_PORTS[i]}" && continue
+        port_open "${KAFKA_CTRL_PORTS[i]}" && die "${KAFKA_NAMES[i]}: controller port ${KAFKA_CTRL_PORTS[i]} is already in use"
+        missing+=("$i")
+    done
+    (( ${#missing[@]} )) || return 0
     mkdir -p "$KAFKA_HOME" "$LOG_DIR"
-    kafka_render_config
-    # A fresh log per start, so the readiness grep only sees this run's lines.
-    [[ -f $LOG_DIR/kafka.log ]] && mv -f "$LOG_DIR/kafka.log" "$LOG_DIR/kafka.log.1"
+    for i in "${missing[@]}"; do
+        kafka_render_config "$i"
+        # A fresh log per start, so the readiness grep only sees this run's lines.
+        name=${KAFKA_NAMES[i]}
+        [[ -f $LOG_DIR/$name.log ]] && mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
+    done
     kafka_format_once
-    kafka_cmd "$KAFKA_HEAP_OPTS" kafka.Kafka "$KAFKA_HOME/server.properties"
-    launch kafka "${KAFKA_CMD[@]}"
-    KAFKA_PENDING=$(read_pid kafka)
-    say "kafka: starting $KAFKA_VERSION (pid $KAFKA_PENDING, port $KAFKA_PORT, controller $KAFKA_CONTROLLER_PORT)"
+    for i in "${missing[@]}"; do
+        name=${KAFKA_NAMES[i]}
+        kafka_cmd "$KAFKA_HEAP_OPTS" kafka.Kafka "${KAFKA_CONFIGS[i]}"
+        launch "$name" "${KAFKA_CMD[@]}"
+        pid=$(read_pid "$name")
+        KAFKA_PENDING+=("$i")
+        say "$name: starting $KAFKA_VERSION (pid $pid, port ${KAFKA_CLIENT_PORTS[i]}, controller ${KAFKA_CTRL_PORTS[i]})"
+    done
 }
 
 kafka_wait() {
-    [[ -z ${KAFKA_PENDING:-} ]] && return 0
-    wait_until "$STACK_TIMEOUT" kafka "$KAFKA_PENDING" kafka_started || die "kafka failed to start"
-    say "kafka: ready"
+    local i
+    for i in "${KAFKA_PENDING[@]}"; do
+        wait_until "$STACK_TIMEOUT" "${KAFKA_NAMES[i]}" "$(read_pid "${KAFKA_NAMES[i]}")" kafka_started "$i" \
+            || die "${KAFKA_NAMES[i]} failed to start"
+        say "${KAFKA_NAMES[i]}: ready"
+    done
+    KAFKA_PENDING=()
+}
+
+kafka_down() {
+    # Every node this STACK_DIR has a pid file for, whatever STACK_KAFKA_BROKERS says now. A cluster's nodes are
+    # stopped together (TERM to all, then each waited for): one by one, the last ones would wait for a quorum
+    # that is gone.
+    local f name
+    local -a names=()
+    for f in "$RUN_DIR"/kafka.pid "$RUN_DIR"/kafka-[0-9]*.pid; do
+        [[ -e $f ]] && { name=${f##*/}; names+=("${name%.pid}"); }
+    done
+    if (( ${#names[@]} == 0 )); then stop kafka kafka.Kafka 45; return 0; fi
+    for name in "${names[@]}"; do
+        pid_is "$(read_pid "$name")" kafka.Kafka && kill -TERM "$(read_pid "$name")" 2>/dev/null || true
+    done
+    for name in "${names[@]}"; do
+        stop "$name" kafka.Kafka 45   # controlled shutdown takes a few seconds
+    done
+}
+
+kafka_summary() {
+    (( ${#KAFKA_NAMES[@]} > 1 )) || return 0
+    say "kafka: ${#KAFKA_NAMES[@]} brokers, topics with replication factor $KAFKA_RF and min.insync.replicas $KAFKA_MIN_ISR; clients need: $(kafka_client_env | cut -d' ' -f1-2)"
 }
 
 # ---- redis ---------------------------------------------------------------------------------------
@@ -681,7 +806,8 @@ relay_ready() {
 relay_up() {  # needs Kafka and its topics; the S3 server needs it
     [[ $STACK_STORAGE_EVENTS == 1 ]] || { say "relay: skipped (STACK_STORAGE_EVENTS=0)"; return 0; }
     already_up relay tools.storage_event_relay "$STORAGE_EVENTS_PORT" && return 0
-    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT \
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP \
+        TOPIC_REPLICATION_FACTOR=$KAFKA_RF TOPIC_MIN_INSYNC_REPLICAS=$KAFKA_MIN_ISR \
         launch relay "$PYTHON" -m tools.storage_event_relay --host 127.0.0.1 --port "$STORAGE_EVENTS_PORT"
     wait_until "$STACK_TIMEOUT" relay "$(read_pid relay)" relay_ready || die "storage-event relay failed to start"
     say "relay: ready (pid $(read_pid relay), port $STORAGE_EVENTS_PORT -> topic waste.storage.events)"
@@ -693,16 +819,18 @@ kafka_acls() {
         warn "kafka: this broker was started before SASL/ACLs were configured and accepts anonymous clients; restart the stack (scripts/stack.sh down; scripts/stack.sh up) to close it"
         return 0
     fi
-    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT \
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP \
+        TOPIC_REPLICATION_FACTOR=$KAFKA_RF TOPIC_MIN_INSYNC_REPLICAS=$KAFKA_MIN_ISR \
         "$PYTHON" -m tools.kafka_acls apply --worker-prefix "$KAFKA_WORKER_PREFIX" \
         | sed 's/^/[stack] acls: /' || die "setting the Kafka ACLs failed"
 }
 
 kafka_topics() {
     # The pipeline's topics with their partition counts, before any client can auto-create one with a single
-    # partition (tools/kafka_admin.py). Existing topics are left as they are.
+    # partition (tools/kafka_admin.py), replicated as the node count says. Existing topics are left as they are.
     # As the admin principal: development mode reads the stack's credentials file (streams/kafka_security.py).
-    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT "$PYTHON" -m tools.kafka_admin create-topics \
+    APP_ENV=development STACK_DIR=$STACK_DIR KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP \
+        TOPIC_REPLICATION_FACTOR=$KAFKA_RF TOPIC_MIN_INSYNC_REPLICAS=$KAFKA_MIN_ISR "$PYTHON" -m tools.kafka_admin create-topics \
         | sed 's/^/[stack] topics: /' || die "creating the Kafka topics failed"
 }
 
@@ -805,6 +933,7 @@ cmd_up() {
     relay_up
     s3_up
     s3_bootstrap
+    kafka_summary
     if (( sim_ok != 0 )); then
         die "simulator failed to start (see $LOG_DIR/simulator.log); the other services are up ($(since "$t0")s)"
     fi
@@ -826,7 +955,7 @@ cmd_down() {
     stop edge varnishd 10
     stop s3 versitygw 10
     stop relay tools.storage_event_relay 10
-    stop kafka kafka.Kafka 45   # controlled shutdown takes a few seconds
+    kafka_down
     stop redis redis-server 10
     redis_cluster_down
 }
@@ -843,9 +972,21 @@ SERVICES=(
 )
 
 cmd_status() {
-    local line name pattern portvar pid state
+    local line name pattern portvar pid state i
     for line in "${SERVICES[@]}"; do
         read -r name pattern portvar <<<"$line"
+        if [[ $name == kafka ]] && (( ${#KAFKA_NAMES[@]} > 1 )); then   # a cluster: one line per node
+            for i in "${!KAFKA_NAMES[@]}"; do
+                pid=$(read_pid "${KAFKA_NAMES[i]}")
+                if pid_is "$pid" kafka.Kafka; then
+                    port_open "${KAFKA_CLIENT_PORTS[i]}" && state=running || state=starting
+                else
+                    state=stopped; pid=-
+                fi
+                printf '%-10s %-8s pid=%-8s port=%s\n' "${KAFKA_NAMES[i]}" "$state" "$pid" "${KAFKA_CLIENT_PORTS[i]}"
+            done
+            continue
+        fi
         pid=$(read_pid "$name")
         if pid_is "$pid" "$pattern"; then
             port_open "${!portvar}" && state=running || state=starting
@@ -859,11 +1000,12 @@ cmd_status() {
 cmd_reset() {
     cmd_down
     say "reset: wiping Kafka data and S3 data (downloads kept)"
-    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$EDGE_DIR" \
+    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/server.properties" "$KAFKA_HOME"/node-[0-9]* "$KAFKA_HOME"/server-[0-9]*.properties "$S3_DATA" "$S3_SIDECAR" "$STACK_DIR/redis" "$EDGE_DIR" \
         "$STACK_DIR/redis-cluster"
 }
 
 main() {
+    kafka_nodes
     case ${1:-} in
         install) cmd_install ;;
         up) cmd_up ;;
@@ -871,9 +1013,11 @@ main() {
         app-down) cmd_app_down ;;
         redis-cluster-up) mkdir -p "$RUN_DIR" "$LOG_DIR"; redis_cluster_up ;;
         redis-cluster-down) redis_cluster_down ;;
+        kafka-up) check_kafka_installed; mkdir -p "$RUN_DIR" "$LOG_DIR"; kafka_launch; kafka_wait; kafka_acls; kafka_topics; kafka_summary ;;
+        kafka-down) kafka_down ;;
         status) cmd_status ;;
         reset) cmd_reset ;;
-        *) echo "usage: $0 {install|up|down|app-down|status|reset|redis-cluster-up|redis-cluster-down}" >&2; exit 2 ;;
+        *) echo "usage: $0 {install|up|down|app-down|status|reset|redis-cluster-up|redis-cluster-down|kafka-up|kafka-down}" >&2; exit 2 ;;
     esac
 }
 

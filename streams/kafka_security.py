@@ -1,7 +1,8 @@
 """Who each Kafka client is: the one place that turns Settings into a client's security arguments.
 
 Every aiokafka producer, consumer and admin client of the project (API, tools, test and bench harnesses) is built
-with :func:`client_kwargs`, and the worker's Faust app with :func:`faust_credentials`, so no caller repeats it.
+with :func:`client_kwargs` (producers with :func:`producer_kwargs`: acks=all, idempotent), and the worker's Faust
+app with :func:`faust_credentials`, so no caller repeats it.
 
 Each caller names its **role**, the principal it is on the local stack: ``worker`` (the Faust worker), ``api``
 (writes uploads, reads results), ``admin`` (the stack's tools: topics, ACLs, group offsets; the only super user).
@@ -108,6 +109,18 @@ def security_kwargs(settings: Settings, role: Role) -> dict[str, Any]:
 def client_kwargs(settings: Settings, role: Role) -> dict[str, Any]:
     """``bootstrap_servers`` plus :func:`security_kwargs`: the common arguments of every aiokafka client."""
     return {"bootstrap_servers": settings.kafka_bootstrap_servers, **security_kwargs(settings, role)}
+
+
+# What every producer of the project writes with (API, relay, tools, test and bench harnesses; the worker's Faust
+# producer through streams/faust_producer.py): acknowledged only once every in-sync replica has the record
+# (min.insync.replicas of them: 2 of 3 on the three-broker stack), and idempotent, so the retries after a broker
+# dies or a leader moves neither lose nor duplicate a record.
+PRODUCER_DURABILITY: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+
+
+def producer_kwargs(settings: Settings, role: Role, **extra: Any) -> dict[str, Any]:
+    """:func:`client_kwargs` plus :data:`PRODUCER_DURABILITY`: the arguments of every ``AIOKafkaProducer``."""
+    return {**client_kwargs(settings, role), **PRODUCER_DURABILITY, **extra}
 
 
 def identity_env(settings: Settings, role: Role) -> dict[str, str]:

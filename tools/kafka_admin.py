@@ -1,6 +1,7 @@
 """Kafka housekeeping before a worker starts: the pipeline's topics, and where a new consumer group begins.
 
-``create-topics``: every topic of :mod:`streams.topics` with ``TOPIC_PARTITIONS`` partitions (idempotent; run by
+``create-topics``: every topic of :mod:`streams.topics` with ``TOPIC_PARTITIONS`` partitions, replication factor
+``TOPIC_REPLICATION_FACTOR`` and ``min.insync.replicas`` (``Settings.min_insync_replicas``) (idempotent; run by
 ``scripts/stack.sh up``). Left to the broker's auto-creation, whichever client touches a topic first creates it
 with the broker's default of one partition.
 
@@ -40,8 +41,11 @@ async def create_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        # Replicated as TOPIC_REPLICATION_FACTOR says (3 on the three-broker stack), with min.insync.replicas (2 of 3):
+        # an acks=all write is then on two brokers before it is acknowledged.
         missing = [NewTopic(name, num_partitions=settings.topic_partitions,
-                            replication_factor=settings.topic_replication_factor)
+                            replication_factor=settings.topic_replication_factor,
+                            topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)})
                    for name in names if name not in existing]
         if missing:
             response = await admin.create_topics(missing)
