@@ -28,10 +28,8 @@ from streams.near_index import (
     LAYOUTS_KEY,
     NEAR_CANDIDATES,
     PENDING_PREFIX,
-    LocalNearIndex,
     NearKind,
     RedisNearIndex,
-    for_resources,
     layout_for,
     layout_tag,
     redis_index,
@@ -340,24 +338,3 @@ async def test_the_index_of_the_settings(redis: Any, prefix: str, settings_facto
     await store(redis, index, phash)
     result_score = (await members(redis, index.result_keys(phash)[0]))[phash]
     assert math.ceil(now + 1234) <= result_score <= math.ceil(time.time() + 1234)
-
-
-async def test_the_resources_index_is_built_once_per_resources(redis: Any, settings_factory: Any) -> None:
-    settings = settings_factory(near_duplicate_max_distance=9)
-    with_redis = SimpleNamespace(settings=settings, redis=redis, cache=None)
-    index = for_resources(with_redis)
-    assert isinstance(index, RedisNearIndex) and index.max_distance == 9 and index.redis is redis
-    assert for_resources(with_redis) is index
-
-    async def get(phash: str) -> None:
-        return None
-
-    without = SimpleNamespace(settings=settings_factory(near_duplicate_max_distance=3, cache_ttl_seconds=77,
-                                                        inflight_timeout_seconds=11),
-                              redis=None, cache=SimpleNamespace(get=get))
-    local = for_resources(without)
-    assert isinstance(local, LocalNearIndex)
-    assert (local.max_distance, local.ttl_seconds, local.claim_ttl_seconds, local.get_entry) == (3, 77, 11, get)
-    assert local.model_version == without.settings.model_version
-    assert for_resources(without) is local
-    assert for_resources(with_redis) is not index  # other resources were used since: built again
