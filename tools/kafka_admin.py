@@ -102,6 +102,32 @@ async def start_group_at_end(settings: Settings, group_id: str | None = None,
         await consumer.stop()
 
 
+async def group_lag(settings: Settings, group_id: str | None = None,
+                    names: tuple[str, ...] = topics.WORKER_SOURCES) -> dict[str, dict[int, int]]:
+    """Events not yet committed by ``group_id`` (default: APP_ID), per topic and partition (end - committed).
+
+    A partition whose lag stays above 0 while the group is idle is one nobody consumes (diagnostics).
+    """
+    partitions = [TopicPartition(name, p) for name, count in (await partition_counts(settings, names)).items()
+                  for p in range(count)]
+    admin = AIOKafkaAdminClient(**kafka_security.client_kwargs(settings, "admin"))
+    consumer = AIOKafkaConsumer(**kafka_security.client_kwargs(settings, "admin"), enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id or settings.app_id, partitions=partitions)
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag: dict[str, dict[int, int]] = {}
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag.setdefault(tp.topic, {})[tp.partition] = end - done
+    return lag
+
+
 async def position_at_end(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
     """Wait for a group-less consumer's partitions and fix its position at their current end.
 
