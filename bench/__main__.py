@@ -42,23 +42,17 @@ from bench.harness import (
     CpuMeter,
     EdgePurger,
     Pipe,
-    Proc,
     RssSampler,
-    Simulator,
     delete_app_topics,
     delete_prefix,
-    free_port,
     log,
     probe_image,
     stack_pids,
     start_api,
+    start_simulator,
     start_worker,
     tree_hwm_kb,
-    upload_objects,
-    wait_http_ok,
-    wait_until_group_settled,
-    wait_until_pipeline_answers,
-    worker_counters,
+    uploads_handled,
 )
 from bench.load import Load, Pool, RunResult, miss_order, summarize_paced, sustained_verdict
 from bench.stats import median_of
@@ -66,9 +60,12 @@ from bench.workload import CACHE_DIR as PHOTO_DIR
 from bench.workload import phone_uploads
 from bench.ws import WsProbe
 from models.settings import load_settings
+from tools.kit import Proc, Simulator, free_port, put_objects, wait_http_ok, wait_until_partitions_held
+from tools.kit import wait_until_pipeline_answers as answers
 
 SECTIONS = ("hash", "baseline", "pipeline", "e2e", "ws", "miss", "identical")
 LATEST = Path(__file__).resolve().parent / "latest.json"
+JPEG = "image/jpeg"
 QUICK_OUT = BENCH_CACHE / "quick.json"
 
 
@@ -224,7 +221,7 @@ async def stack_phases(plan: Plan, sections: set[str], hit_photos: list[Path], m
                        result: dict[str, Any], *, profile: bool) -> None:
     deadline = time.monotonic() + plan.budget_s
     run_id = secrets.token_hex(4)
-    sim = await Simulator.start(run_id, latency_ms=plan.warm_latency_ms)
+    sim = start_simulator(run_id, plan.warm_latency_ms)
     settings = load_settings(
         app_id=f"waste-bench-{run_id}",
         prompt_version=f"bench-{run_id}",  # every cached result of earlier runs is a miss for this run
@@ -254,7 +251,7 @@ async def stack_phases(plan: Plan, sections: set[str], hit_photos: list[Path], m
     blobs = [p.read_bytes() for p in hit_photos]
     pool_keys = [f"{prefix}pool/{i:03d}-{c:02d}.jpg" for c in range(plan.pool_copies) for i in range(len(blobs))]
     t0 = time.monotonic()
-    await upload_objects(settings, [(k, blobs[i % len(blobs)]) for i, k in enumerate(pool_keys)])
+    await put_objects(settings, [(k, blobs[i % len(blobs)], JPEG) for i, k in enumerate(pool_keys)], concurrency=8)
     log(f"uploaded {len(pool_keys)} pool objects ({len(blobs)} photos x {plan.pool_copies} keys) "
         f"in {time.monotonic() - t0:.1f} s")
     workers: list[Proc] = []
@@ -290,17 +287,16 @@ async def stack_phases(plan: Plan, sections: set[str], hit_photos: list[Path], m
         for proc in workers:
             sampler.pids[proc.name] = proc.pid
         probe_key = f"{prefix}probe.jpg"
-        await upload_objects(settings, [(probe_key, probe_image())])
+        await put_objects(settings, [(probe_key, probe_image(), JPEG)], concurrency=8)
         async with Pipe(settings) as pipe, EdgePurger(settings) as purger:
-            ready_s = await wait_until_pipeline_answers(pipe, worker, probe_key)
-            ready_s += await wait_until_group_settled(workers)
+            ready_s = await answers(pipe, worker, probe=pipe.probe(probe_key), settle=False)
+            ready_s += await wait_until_partitions_held(settings, workers)
             log(f"{len(workers)} worker(s) of {settings.app_id} answer (after {ready_s:.1f} s)")
             load = Load(pipe, purger)
             disturbance = result.setdefault("disturbance", {})
 
             async def counters() -> tuple[float, int, int]:
-                c = await worker_counters(w.web_port for w in workers if w.web_port)
-                return c.get('waste_events_total{stage="upload"}', 0.0), load.sent_total, len(pipe.foreign)
+                return await uploads_handled(workers), load.sent_total, len(pipe.foreign)
 
             def disturbed(phase: str, before: tuple[float, int, int], after: tuple[float, int, int]) -> None:
                 handled, sent, foreign = (a - b for a, b in zip(after, before, strict=True))
@@ -579,7 +575,7 @@ async def identical_phase(settings: Any, plan: Plan, pool_keys: list[str], photo
     sampler.pids["worker-identical"] = worker.pid
     try:
         async with Pipe(ident) as pipe, EdgePurger(ident) as purger:
-            ready_s = await wait_until_pipeline_answers(pipe, worker, pool_keys[0])
+            ready_s = await answers(pipe, worker, probe=pipe.probe(pool_keys[0]), settle=False)
             log(f"identical-path worker answers (after {ready_s:.1f} s)")
             load = Load(pipe, purger)
             await load.burst(pool_keys[:photos])  # pays for the photos, records their digests
@@ -614,7 +610,7 @@ async def miss_bursts(load: Load, settings: Any, sim: Simulator, plan: Plan, mis
         for r, photos in enumerate(miss_sets):
             blobs = [p.read_bytes() for p in photos]
             keys = [[f"{prefix}miss{r}/{i:03d}-{c}.jpg" for c in range(plan.miss_copies)] for i in range(len(blobs))]
-            await upload_objects(settings, [(k, blobs[i]) for i, ks in enumerate(keys) for k in ks])
+            await put_objects(settings, [(k, blobs[i], JPEG) for i, ks in enumerate(keys) for k in ks], concurrency=8)
             order = miss_order(keys, seed=r)
             calls0 = await sim.calls()
             run = await load.burst(order, timeout=120)

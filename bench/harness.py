@@ -1,7 +1,7 @@
-"""Drive the real stack from the benchmarks: worker and API processes, object pool, publisher, result stream.
+"""What the benchmarks add to the pipeline kit (tools/kit): their workers and API, the edge purger, the result
+stream that keeps only the bench worker's results with their arrival times, and CPU and RSS meters.
 
-Self-contained on purpose (the benchmarks never import from ``tests/``). Everything talks to 127.0.0.1 only,
-and every wait has a deadline.
+Everything talks to 127.0.0.1 only, and every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -11,77 +11,26 @@ import collections
 import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from models.records import UploadCompleted, utcnow
 from models.settings import Settings
-from streams import kafka_security, topics
+from streams import kafka_security
 from streams.clients import s3_client
-from tools.kafka_admin import position_at_end, start_group_at_end_blocking
-from tools.processes import free_port, settings_env, stop_process
+from tools import kit
+from tools.kit import LOG_DIR, STACK_DIR, Proc, ResultWatcher, free_port, workers_counter
 
-ROOT = Path(__file__).resolve().parents[1]
-STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
-if not STACK_DIR.is_absolute():
-    STACK_DIR = ROOT / STACK_DIR
 BENCH_CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# --- processes ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    cleanup: list[Path] = field(default_factory=list)
-    web_port: int | None = None  # a worker's /metrics
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        stop_process(self.process, timeout)
-        for path in self.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _spawn(name: str, argv: list[str], settings: Settings, tag: str) -> subprocess.Popen[bytes]:
-    log_dir = STACK_DIR / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
-    log_path = log_dir / f"bench-{name}-{tag}.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return process
 
 
 def start_worker(settings: Settings, index: int = 0) -> Proc:
@@ -90,108 +39,26 @@ def start_worker(settings: Settings, index: int = 0) -> Proc:
     Workers ``index`` 1, 2, ... join the same group as worker 0 (one process per core, as Faust deployments
     scale); each has its own data folder and web port. Only worker 0 positions a new group at the end.
     """
-    settings = settings.model_copy(update={"kafka_auto_offset_reset": "earliest"})
-    if index == 0:
-        start_group_at_end_blocking(settings)  # a new group: skip earlier runs' events, never its own
-    else:
+    if index:
         settings = settings.model_copy(update={"worker_web_port": free_port()})
-    name = "worker" if index == 0 else f"worker-{index + 1}"
     tag = f"{settings.app_id}-{index}" if index else settings.app_id
-    datadir = BENCH_CACHE / "faust" / tag
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    faust_bin = Path(sys.executable).with_name("faust")
-    argv = [str(faust_bin), "--datadir", str(datadir), "-A", "streams.app", "worker", "-l", "info"]
-    process = _spawn("worker", argv, settings, tag)
-    return Proc(name, process, STACK_DIR / "logs" / f"bench-worker-{tag}.log", [datadir], settings.worker_web_port)
+    return kit.start_worker(settings, "worker" if index == 0 else f"worker-{index + 1}", new_group=index == 0,
+                            for_tests=False, datadir=BENCH_CACHE / "faust" / tag,
+                            log_path=LOG_DIR / f"bench-worker-{tag}.log", keep_data=False)
 
 
 def start_api(settings: Settings) -> Proc:
-    process = _spawn("api", [sys.executable, "-m", "api"], settings, settings.app_id)
-    return Proc("api", process, STACK_DIR / "logs" / f"bench-api-{settings.app_id}.log")
+    return kit.start_api(settings, LOG_DIR / f"bench-api-{settings.app_id}.log")
 
 
-async def wait_http_ok(url: str, proc: Proc, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                return False
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    if resp.status == 200:
-                        return True
-            await asyncio.sleep(0.25)
-    return False
-
-
-# --- simulator ------------------------------------------------------------------------------------------------
-
-
-class Simulator:
-    """The vision-model simulator the bench's worker talks to.
-
-    The bench starts a private instance (``python -m simulator`` on a free port) instead of using the stack's
-    shared one: its latency changes cannot slow down anyone else's tests, and its call count (what a real
-    model would bill) counts this run's calls only.
-    """
-
-    def __init__(self, url: str, proc: Proc | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, tag: str, latency_ms: int, jitter_ms: int = 0) -> Simulator:
-        port = free_port()
-        env = {**os.environ, "SIM_LATENCY_MS": str(latency_ms), "SIM_LATENCY_JITTER_MS": str(jitter_ms),
-               "SIM_SEED": "1", "SIM_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
-        log_dir = STACK_DIR / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"bench-simulator-{tag}.log"
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        proc = Proc("simulator", process, log_path)
-        sim = cls(f"http://127.0.0.1:{port}", proc)
-        if not await wait_http_ok(f"{sim.url}/healthz", proc, timeout=30):
-            proc.stop()
-            raise RuntimeError(f"the bench's simulator did not start:\n{proc.log_tail()}")
-        return sim
-
-    @property
-    def openai_base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    async def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.request(
-            method, f"{self.url}{path}", json=payload, timeout=aiohttp.ClientTimeout(total=10)
-        ) as r:
-            r.raise_for_status()
-            return await r.json()  # type: ignore[no-any-return]
-
-    async def calls(self) -> int:
-        return int((await self.request("GET", "/_sim/stats"))["calls"])
-
-    async def set_latency(self, latency_ms: int, jitter_ms: int = 0) -> None:
-        await self.request("POST", "/_sim/config", {"latency_ms": latency_ms, "jitter_ms": jitter_ms})
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(10)
+def start_simulator(tag: str, latency_ms: int) -> kit.Simulator:
+    """A private simulator: its latency changes slow down no one else's tests, and its call count (what a real
+    model would bill) counts this run's calls only."""
+    return kit.Simulator.start(f"bench-simulator-{tag}", SIM_LATENCY_MS=str(latency_ms), SIM_LATENCY_JITTER_MS="0",
+                               SIM_SEED="1", SIM_LOG_LEVEL="WARNING")
 
 
 # --- objects --------------------------------------------------------------------------------------------------
-
-
-async def upload_objects(settings: Settings, items: Iterable[tuple[str, bytes]], concurrency: int = 8) -> None:
-    async with s3_client(settings) as s3:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def put(key: str, data: bytes) -> None:
-            async with sem:
-                await s3.put_object(Bucket=settings.s3_bucket_name, Key=key, Body=data, ContentType="image/jpeg")
-
-        await asyncio.gather(*(put(k, d) for k, d in items))
 
 
 async def delete_prefix(settings: Settings, prefix: str, older_than_s: float | None = None) -> int:
@@ -272,8 +139,8 @@ def parse_result(value: bytes, recv: float) -> Arrival:
                    completed_s, doc.get("timings_ms") or {}, cache.get("model_version"))
 
 
-class Pipe:
-    """A producer for upload-complete events and a consumer of the results topic, started before any publish.
+class Pipe(ResultWatcher):
+    """The kit's result watcher, keeping only the bench worker's results, each with its arrival time.
 
     Every worker on the broker reads ``waste.uploads.completed`` (each app id is its own consumer group), so
     on a shared machine another person's test worker may answer the bench's events too. Only results made
@@ -282,144 +149,31 @@ class Pipe:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings, consumer_options={"fetch_max_wait_ms": 100},
+                         producer_options={"linger_ms": 0, "acks": 1})
         self.arrivals: dict[str, Arrival] = {}
         self.foreign: collections.Counter[str] = collections.Counter()
         self.duplicates = 0
-        self.on_arrival: Callable[[str, Arrival], None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[Arrival]] = {}
 
-    async def __aenter__(self) -> Pipe:
-        kafka = kafka_security.client_kwargs(self.settings, "api")  # writes uploads, reads results, like the API
-        self._consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None,
-                                          auto_offset_reset="latest", fetch_max_wait_ms=100)
-        self._producer = AIOKafkaProducer(**kafka, linger_ms=0, acks=1)
-        await self._consumer.start()
-        await self._producer.start()
-        await position_at_end(self._consumer)
-        self._reader = asyncio.create_task(self._read())
-        return self
+    def handle(self, job_id: str, value: bytes, recv: float) -> None:
+        if job_id in self.arrivals:
+            self.duplicates += 1
+            return
+        arrival = parse_result(value, recv)
+        if arrival.model_version != self.settings.model_version:
+            self.foreign[job_id] += 1
+            return
+        self.arrivals[job_id] = arrival
+        self.received[job_id] = [arrival]
+        if self.on_result is not None:
+            self.on_result(job_id, arrival)
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
+    def event(self, job_id: str, key: str, **fields: Any) -> bytes:
+        return super().event(job_id, key, content_type="image/jpeg", **fields)
 
-    async def _read(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            now = time.perf_counter()
-            for records in batch.values():
-                for record in records:
-                    job_id = (record.key or b"").decode()
-                    if job_id in self.arrivals:
-                        self.duplicates += 1
-                        continue
-                    try:
-                        arrival = parse_result(record.value, now)
-                    except (ValueError, TypeError):
-                        continue
-                    if arrival.model_version != self.settings.model_version:
-                        self.foreign[job_id] += 1
-                        continue
-                    self.arrivals[job_id] = arrival
-                    waiter = self._waiters.pop(job_id, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(arrival)
-                    if self.on_arrival is not None:
-                        self.on_arrival(job_id, arrival)
-
-    def event(self, job_id: str, key: str) -> bytes:
-        return UploadCompleted(job_id=job_id, bucket=self.settings.s3_bucket_name, key=key,
-                               content_type="image/jpeg", uploaded_at=utcnow()).to_bytes()
-
-    async def send(self, job_id: str, value: bytes) -> float:
-        """Queue one event; returns the perf_counter taken right before the send."""
-        assert self._producer is not None
-        t = time.perf_counter()
-        await self._producer.send(topics.UPLOADS_COMPLETED, key=job_id.encode(), value=value)
-        return t
-
-    async def send_raw(self, key: bytes, value: bytes) -> None:
-        assert self._producer is not None
-        await self._producer.send_and_wait(topics.UPLOADS_COMPLETED, key=key, value=value)
-
-    async def flush(self) -> None:
-        assert self._producer is not None
-        await self._producer.flush()
-
-    async def wait_for(self, job_ids: Iterable[str], timeout: float) -> int:
-        """Wait until every job has a result or the deadline passes; returns how many are still missing."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for job_id in job_ids:
-            if job_id in self.arrivals:
-                continue
-            fut = self._waiters.get(job_id) or loop.create_future()
-            self._waiters[job_id] = fut
-            futures.append(fut)
-        if futures:
-            await asyncio.wait(futures, timeout=timeout)
-        return sum(1 for f in futures if not f.done())
-
-
-
-async def wait_until_pipeline_answers(pipe: Pipe, worker: Proc, probe_key: str, timeout: float = 120.0) -> float:
-    """Readiness by behaviour: publish events for a small probe image until *this* worker answers one.
-
-    Only the bench worker's results carry its model version (see :class:`Pipe`), so an answer from some
-    other worker on the broker does not count. Returns the seconds it took.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if not worker.alive():
-            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        probe = f"probe-{uuid.uuid4()}"
-        await pipe.send(probe, pipe.event(probe, probe_key))
-        await pipe.flush()
-        if await pipe.wait_for([probe], timeout=3.0) == 0:
-            return time.monotonic() - started
-    raise TimeoutError(f"the worker did not answer within {timeout}s:\n{worker.log_tail()}")
-
-
-async def wait_until_group_settled(workers: list[Proc], timeout: float = 120.0) -> float:
-    """Every worker ready and, together, holding every partition of every topic they read exactly once: no
-    rebalance left to happen under a measurement. Returns the seconds it took."""
-    started = time.monotonic()
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() - started < timeout:
-            held: dict[str, list[int]] = collections.defaultdict(list)
-            counts: dict[str, int] = collections.defaultdict(int)
-            generations = set()
-            ready = 0
-            for worker in workers:
-                if not worker.alive():
-                    raise RuntimeError(f"{worker.name} exited:\n{worker.log_tail()}")
-                with contextlib.suppress(TimeoutError, aiohttp.ClientError, ValueError):
-                    async with http.get(f"http://127.0.0.1:{worker.web_port}/readyz",
-                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                        body = await resp.json(content_type=None)
-                        ready += resp.status == 200
-                        generations.add(body["generation"])
-                        for topic, partitions in body["partitions_held"].items():
-                            held[topic] += partitions
-                            # A worker may not know a count (null) while another does.
-                            counts[topic] = max(counts[topic], body["partition_counts"][topic] or 0)
-            if ready == len(workers) and len(generations) == 1 and counts and all(
-                    n and sorted(held[t]) == list(range(n)) for t, n in counts.items()):
-                return time.monotonic() - started
-            await asyncio.sleep(0.5)
-    raise TimeoutError(f"the workers did not settle within {timeout}s")
+    def probe(self, key: str) -> Any:
+        """A readiness probe for :func:`tools.kit.wait_until_pipeline_answers`: a real event for object ``key``."""
+        return lambda job_id: self.event(job_id, key)
 
 
 def probe_image() -> bytes:
@@ -435,28 +189,9 @@ def probe_image() -> bytes:
     return out.getvalue()
 
 
-async def worker_counters(ports: Iterable[int]) -> dict[str, float]:
-    """The bench workers' Prometheus counters (``waste_events_total{stage="upload"}`` and friends), summed."""
-    out: dict[str, float] = collections.defaultdict(float)
-    async with aiohttp.ClientSession() as http:
-        for port in ports:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    text = await r.text()
-            except (TimeoutError, aiohttp.ClientError):
-                continue
-            for line in text.splitlines():
-                if line.startswith(("waste_events_total{", "waste_model_calls_total{", "waste_results_total{")):
-                    name, _, value = line.rpartition(" ")
-                    with contextlib.suppress(ValueError):
-                        out[name] += float(value)
-    return dict(out)
-    for line in text.splitlines():
-        if line.startswith(("waste_events_total{", "waste_model_calls_total{", "waste_results_total{")):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
+async def uploads_handled(workers: Iterable[Proc]) -> float:
+    """The bench workers' count of upload events handled, summed."""
+    return await workers_counter([w.web_port for w in workers if w.web_port], "waste_events_total", stage="upload")
 
 
 async def delete_app_topics(settings: Settings, app_id: str) -> int:

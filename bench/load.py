@@ -126,7 +126,7 @@ class Load:
         self.ws = ws
         self._key_of: dict[str, str] = {}
         self.sent_total = 0
-        pipe.on_arrival = self._arrived
+        pipe.on_result = self._arrived
 
     def _arrived(self, job_id: str, arrival: Arrival) -> None:
         key = self._key_of.pop(job_id, None)
@@ -157,7 +157,7 @@ class Load:
             sent.append(Sent(job_id, key, t, wall))
         await self.pipe.flush()
         self.sent_total += len(sent)
-        missing = await self.pipe.wait_for([s.job_id for s in sent], timeout=timeout)
+        missing = len(await self.pipe.unanswered([s.job_id for s in sent], timeout=timeout))
         arrivals = {s.job_id: self.pipe.arrivals[s.job_id] for s in sent if s.job_id in self.pipe.arrivals}
         return RunResult(sent, arrivals, sent[0].t, sent[-1].t, missing, foreign=self._foreign(sent))
 
@@ -213,7 +213,7 @@ class Load:
         for task in prepared.values():
             task.cancel()
         self.sent_total += len(sent)
-        missing = await self.pipe.wait_for([s.job_id for s in sent], timeout=grace)
+        missing = len(await self.pipe.unanswered([s.job_id for s in sent], timeout=grace))
         if ws is not None:
             await ws.finish([s.ws for s in sent if s.ws is not None], timeout=5.0)
         arrivals = {s.job_id: self.pipe.arrivals[s.job_id] for s in sent if s.job_id in self.pipe.arrivals}

@@ -46,6 +46,7 @@ from models.settings import Settings
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.imaging import hash_image
 from streams.near_index import NearKind, RedisNearIndex
+from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers
 
 # KEYS: m chunk keys per hash, hash after hash. ARGV: m, expiry (epoch s), then the hashes.
 BULK_LUA = """
@@ -233,25 +234,18 @@ def _answered_for(result: Any, photo_of: dict[str, int], reference: list[tuple[i
 
 async def _burst_once(name: str, overrides: dict[str, Any], files: list[tuple[int, bytes]],
                       latency_ms: int, reference: list[tuple[int, int]]) -> dict[str, Any]:
-    from tests.pipeline_harness import (
-        PipelineClient,
-        free_port,
-        simulator,
-        start_worker,
-        wait_until_pipeline_answers,
-    )
-
     session = uuid.uuid4().hex[:8]
     settings = Settings(_env_file=None, app_id=f"waste-near-bench-{session}",  # type: ignore[call-arg]
                         prompt_version=f"near-bench-{session}",
                         worker_web_port=free_port(), **overrides)
-    await simulator("POST", "/_sim/config", {"latency_ms": latency_ms, "jitter_ms": latency_ms // 6, "script": []})
+    simulator = Simulator()  # the stack's: its workers' calls are counted while nothing else runs
+    await simulator.configure(latency_ms=latency_ms, jitter_ms=latency_ms // 6, script=[])
     worker = start_worker(settings, name=f"near-bench-{name}")
     client = PipelineClient(settings)
     try:
         await wait_until_pipeline_answers(client, worker)
         keys = await client.upload_many([blob for _, blob in files])
-        calls_before = int((await simulator("GET", "/_sim/stats"))["calls"])
+        calls_before = await simulator.calls()
         started = time.monotonic()
         async with client.results() as watcher:
             job_ids = await asyncio.gather(*(watcher.publish(k) for k in keys))
@@ -266,7 +260,7 @@ async def _burst_once(name: str, overrides: dict[str, Any], files: list[tuple[in
                 if len(own) < len(job_ids):
                     await watcher.drain(0.3)
         elapsed = time.monotonic() - started
-        calls = int((await simulator("GET", "/_sim/stats"))["calls"]) - calls_before
+        calls = await simulator.calls() - calls_before
     finally:
         worker.stop()
     photo_of = {j: photo for j, (photo, _) in zip(job_ids, files, strict=True)}
@@ -297,9 +291,8 @@ async def burst(photos: int, *, size: str, configs: list[str], latency_ms: int, 
     with ThreadPoolExecutor(2) as pool:  # every re-upload's pHash, to tell which photo a matched hash is from
         hashes = list(pool.map(lambda f: hash_image(f[1], max_pixels=50_000_000).phash, files))
     reference = [(photo, int(h, 16)) for (photo, _), h in zip(files, hashes, strict=True)]
-    from tests.pipeline_harness import simulator
-
-    saved = await simulator("GET", "/_sim/config")
+    simulator = Simulator()
+    saved = await simulator.request("GET", "/_sim/config")
     rows = []
     try:
         for name in configs:
@@ -307,7 +300,7 @@ async def burst(photos: int, *, size: str, configs: list[str], latency_ms: int, 
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     finally:  # leave the simulator as it was found
-        await simulator("POST", "/_sim/config", {k: saved[k] for k in ("latency_ms", "jitter_ms") if k in saved})
+        await simulator.configure(**{k: saved[k] for k in ("latency_ms", "jitter_ms") if k in saved})
     return {"size": size, "variants": list(CATCHABLE), "model_latency_ms": latency_ms, "rows": rows}
 
 

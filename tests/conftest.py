@@ -11,16 +11,8 @@ from typing import Any
 import pytest
 
 from models.settings import Settings
-from tests import pipeline_harness
-from tests.pipeline_harness import (
-    SIMULATOR_URL,
-    PipelineClient,
-    Worker,
-    free_port,
-    simulator,
-    start_worker,
-    wait_until_pipeline_answers,
-)
+from tools import kit
+from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.failed and "pipeline" in getattr(item, "fixturenames", ()):
-        for worker in pipeline_harness.STARTED:
+        for worker in kit.STARTED:
             report.sections.append((f"worker log {worker.log_path.name}", worker.log_digest()))
 
 
@@ -50,8 +42,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 class Pipeline:
     settings: Settings
     client: PipelineClient
-    worker: Worker
-    simulator_url: str = SIMULATOR_URL
+    worker: Proc
+    simulator: Simulator
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +70,13 @@ def pipeline() -> Iterator[Pipeline]:
         # of its own (tests/integration/test_reframed_stack.py).
         reframed_match=False,
     )
-    asyncio.run(simulator("POST", "/_sim/reset"))
-    asyncio.run(simulator("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50}))
+    simulator = Simulator()  # the stack's
+    simulator.call("POST", "/_sim/reset")
+    simulator.call("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50})
     worker = start_worker(settings)
     client = PipelineClient(settings)
     try:
         asyncio.run(wait_until_pipeline_answers(client, worker))
-        yield Pipeline(settings, client, worker)
+        yield Pipeline(settings, client, worker, simulator)
     finally:
         worker.stop()

@@ -33,7 +33,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,17 +40,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
-from models.records import AnalysisResult, JobStatus, UploadCompleted, utcnow
+from models.records import AnalysisResult, JobStatus, utcnow
 from models.settings import Settings
-from streams import kafka_security, topics
-from streams.clients import s3_client
 from tools import photos as photo_tools
-from tools.kafka_admin import partition_counts, position_at_end, start_group_at_end_blocking
-from tools.processes import free_port, settings_env, stop_process
+from tools.kafka_admin import start_group_at_end_blocking
+from tools.kit import Proc, ResultWatcher, Simulator, free_port, put_objects, start_worker, wait_until_partitions_held
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTHY_LATENCY_S = 5.0
@@ -117,55 +112,29 @@ class Worker:
     name: str
     settings: Settings
     stack: Stack
-    process: subprocess.Popen[bytes] | None = None
+    proc: Proc | None = None
 
     def start(self) -> None:
-        log = self.stack.dir / "logs" / f"{self.name}-{self.settings.app_id}.log"
-        data = self.stack.dir / "faust" / f"{self.name}-{self.settings.app_id}"
-        data.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("faust")), "--datadir", str(data), "-A", "streams.app", "worker",
-                 "-l", "info"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        """Join the group where it is (the suite positions it at the end once); the log goes on after a restart."""
+        run = f"{self.name}-{self.settings.app_id}"
+        self.proc = start_worker(self.settings, self.name, new_group=False, for_tests=False,
+                                 datadir=self.stack.dir / "faust" / run,
+                                 log_path=self.stack.dir / "logs" / f"{run}.log")
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.proc is not None and self.proc.alive()
 
     def kill(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
+        assert self.proc is not None
+        self.proc.process.send_signal(sig)
         if sig == signal.SIGKILL:
-            self.process.wait(timeout=10)
+            self.proc.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None:
+        if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGCONT)
-            stop_process(self.process, 30)
-
-
-async def held(port: int) -> dict[str, list[int]]:
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http, \
-                http.get(f"http://127.0.0.1:{port}/readyz") as r:
-            body = await r.json()
-            return body["partitions_held"] if r.status == 200 else {}
-    except (aiohttp.ClientError, ValueError, asyncio.TimeoutError):
-        return {}
-
-
-async def wait_until_shared(settings: Settings, workers: list[Worker], timeout: float = 120.0) -> float:
-    """Every worker ready and the partitions of every topic split among them; returns the seconds it took."""
-    expected = await partition_counts(settings, topics.WORKER_SOURCES)
-    started = time.monotonic()
-    while time.monotonic() < started + timeout:
-        helds = [await held(w.settings.worker_web_port) for w in workers]
-        if all(helds) and all(sorted(sum((h.get(t, []) for h in helds), [])) == list(range(n))
-                              for t, n in expected.items()):
-            return time.monotonic() - started
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"workers did not share the partitions within {timeout}s: {helds}")
+                self.proc.process.send_signal(signal.SIGCONT)
+            self.proc.stop(30)
 
 
 # --- the stream ------------------------------------------------------------------------------------------------
@@ -208,67 +177,29 @@ class Phase:
     notes: str = ""
 
 
-class Stream:
+class Stream(ResultWatcher):
+    """This suite's jobs: when each was published, and every result of each with when it arrived."""
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        kafka = kafka_security.client_kwargs(settings, "api")
-        self.producer = AIOKafkaProducer(**kafka)
-        self.consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None, auto_offset_reset="latest")
+        super().__init__(settings)
         self.published: dict[str, float] = {}
         self.answers: dict[str, list[tuple[float, AnalysisResult]]] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.producer.start()
-        await self.consumer.start()
-        await position_at_end(self.consumer)
-        self._task = asyncio.create_task(self._collect())
+    def handle(self, job_id: str, value: bytes, recv: float) -> None:
+        if job_id in self.published:
+            self.answers.setdefault(job_id, []).append((time.monotonic(), AnalysisResult.model_validate_json(value)))
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
-        await self.producer.stop()
-
-    async def _collect(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    job = (record.key or b"").decode()
-                    if job in self.published:
-                        self.answers.setdefault(job, []).append(
-                            (time.monotonic(), AnalysisResult.model_validate_json(record.value)))
-
-    async def publish(self, key: str) -> None:
+    async def publish_until_taken(self, key: str) -> None:
         job = str(uuid.uuid4())
-        event = UploadCompleted(job_id=job, bucket=self.settings.s3_bucket_name, key=key, uploaded_at=utcnow())
+        value = self.event(job, key)
         self.published[job] = time.monotonic()
         # The broker may be the fault: keep trying (a client would), the job counts from its first attempt.
         while True:
             try:
-                await self.producer.send_and_wait(topics.UPLOADS_COMPLETED, key=job.encode(), value=event.to_bytes())
+                await self.publish_raw(job.encode(), value)
                 return
             except Exception:  # noqa: BLE001 - any broker error: retry until the phase's deadline
                 await asyncio.sleep(0.5)
-
-
-async def upload(settings: Settings, blobs: list[bytes]) -> list[str]:
-    async with s3_client(settings) as s3:
-        keys = []
-        for blob in blobs:
-            key = f"chaos/{uuid.uuid4()}.jpg"
-            await s3.put_object(Bucket=settings.s3_bucket_name, Key=key, Body=blob, ContentType="image/jpeg")
-            keys.append(key)
-        return keys
-
-
-async def simulator(settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-    base = (settings.openai_base_url or "").removesuffix("/v1")
-    async with aiohttp.ClientSession() as http, http.request(method, base + path, json=payload) as r:
-        r.raise_for_status()
-        return await r.json()
 
 
 # --- the faults ------------------------------------------------------------------------------------------------
@@ -286,13 +217,14 @@ class Suite:
         self.workers = [Worker("chaos-a", settings, stack),
                         Worker("chaos-b", settings.model_copy(update={"worker_web_port": free_port()}), stack)]
         self.stream = Stream(settings)
+        self.sim = Simulator.of(settings.openai_base_url)
         self.next_photo = 0
         self.previous_photos: list[bytes] = []
         self.all_photos = photo_tools.sample_photos()
         self.baseline_extra: int | None = None
 
     async def sim_stats(self) -> dict[str, Any]:
-        return await simulator(self.settings, "GET", "/_sim/stats")  # type: ignore[no-any-return]
+        return await self.sim.stats()
 
     async def run_phase(self, name: str, fault: Fault | None) -> Phase:
         photos = [photo_tools.distinct_photo(self.all_photos, self.next_photo + i) for i in range(self.photos)]
@@ -302,7 +234,8 @@ class Suite:
         # Near-duplicates of the photos paid for in the previous phase, at the end (after the fault began).
         earlier = [late_copy(p) for p in self.previous_photos]
         self.previous_photos = photos
-        keys = await upload(self.settings, blobs + earlier)
+        keys = [f"chaos/{uuid.uuid4()}.jpg" for _ in blobs + earlier]
+        await put_objects(self.settings, [(k, b, "image/jpeg") for k, b in zip(keys, blobs + earlier, strict=True)])
         before = await self.sim_stats()
         jobs_before = set(self.stream.published)
         started = time.monotonic()
@@ -312,7 +245,7 @@ class Suite:
             if fault is not None and fault_task is None and time.monotonic() >= fault_at:
                 fault_at = time.monotonic()
                 fault_task = asyncio.create_task(fault(self))
-            await self.stream.publish(key)
+            await self.stream.publish_until_taken(key)
             await asyncio.sleep(max(0.0, started + (i + 1) * self.pace - time.monotonic()))
         if fault is not None and fault_task is None:
             fault_at = time.monotonic()
@@ -350,12 +283,11 @@ class Suite:
     async def restore(self) -> None:
         """Everything back up between phases: services, both workers, a well-behaved model."""
         await asyncio.to_thread(self.stack.run, "up")
-        await simulator(self.settings, "POST", "/_sim/config",
-                        {"rates": {"429": 0, "500": 0, "hang": 0}, "latency_ms": 800, "jitter_ms": 100})
+        await self.sim.configure(rates={"429": 0, "500": 0, "hang": 0}, latency_ms=800, jitter_ms=100)
         for w in self.workers:
             if not w.alive():
                 w.start()
-        await wait_until_shared(self.settings, self.workers)
+        await wait_until_partitions_held(self.settings, [w.proc for w in self.workers if w.proc is not None])
 
 
 async def worker_kill(suite: Suite) -> str:
@@ -421,19 +353,18 @@ async def broker_kill(suite: Suite) -> str:
 
 
 async def model_storm(suite: Suite) -> str:
-    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"429": 0.3, "500": 0.1}, "retry_after_s": 1})
+    await suite.sim.configure(rates={"429": 0.3, "500": 0.1}, retry_after_s=1)
     await asyncio.sleep(20)
-    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"429": 0, "500": 0}})
+    await suite.sim.configure(rates={"429": 0, "500": 0})
     return "model storm for 20 s: 30% 429 (Retry-After 1 s), 10% 500"
 
 
 async def model_hang(suite: Suite) -> str:
     hang = suite.settings.vision_timeout_seconds + 10
     # The next three calls hang (a scripted queue: a rate could miss the few calls a phase makes), then 20% more.
-    await simulator(suite.settings, "POST", "/_sim/config",
-                    {"script": ["hang", "hang", "hang"], "rates": {"hang": 0.2}, "hang_s": hang})
+    await suite.sim.configure(script=["hang", "hang", "hang"], rates={"hang": 0.2}, hang_s=hang)
     await asyncio.sleep(20)
-    await simulator(suite.settings, "POST", "/_sim/config", {"rates": {"hang": 0}, "script": []})
+    await suite.sim.configure(rates={"hang": 0}, script=[])
     return (f"the next 3 model calls, then 20% for 20 s, hang {hang:.0f} s (longer than the call timeout and the "
             "session timeout)")
 
@@ -490,15 +421,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     try:
         await suite.restore()
-        await suite.stream.start()
-        for name in args.only or list(FAULTS):
-            print(f"[chaos] {name} ...", flush=True)
-            phase = await suite.run_phase(name, FAULTS[name])
-            print(f"[chaos] {name}: {json.dumps(asdict(phase))}", flush=True)
-            phases.append(asdict(phase))
-            await suite.restore()
+        async with suite.stream:
+            for name in args.only or list(FAULTS):
+                print(f"[chaos] {name} ...", flush=True)
+                phase = await suite.run_phase(name, FAULTS[name])
+                print(f"[chaos] {name}: {json.dumps(asdict(phase))}", flush=True)
+                phases.append(asdict(phase))
+                await suite.restore()
     finally:
-        await suite.stream.stop()
         for w in suite.workers:
             w.stop()
         if not args.keep_stack:

@@ -16,18 +16,17 @@ import json
 import random
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.settings import Settings, load_settings
-from streams import kafka_security, topics
-from tools import cost_report, processes
-from tools.kafka_admin import position_at_end, start_group_at_end
+from tools import cost_report
+from tools.kafka_admin import start_group_at_end
+from tools.kit import ResultWatcher, Simulator, processes, wait_http_ok, wait_until_pipeline_answers
+from tools.kit import api as kit_api
 from tools.photos import SAMPLES_DIR, content_type, image_files
 
 
@@ -62,73 +61,31 @@ def pick_photos(folder: Path, distinct: int, reuploads: int, seed: int) -> list[
 
 async def start_pipeline(settings: Settings) -> None:
     app_id = f"waste-demo-{int(time.time())}"
-    (processes.STACK_DIR / "faust" / app_id).mkdir(parents=True, exist_ok=True)
+    datadir = processes.STACK_DIR / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     if processes.running_pid("worker", "streams.app") is None:
         # A consumer group of its own, starting at the end of the topics: on a machine where tests or
         # benchmarks wrote to the same topics, a reused group would first replay all of their events.
         await start_group_at_end(settings.model_copy(update={"app_id": app_id}))
-    worker_pid, new_worker = processes.start(
-        "worker", [processes.venv_bin("faust"), "--datadir", str(processes.STACK_DIR / "faust" / app_id),
-                   "-A", "streams.app", "worker", "-l", "info"], "streams.app",
+    worker_pid, new_worker = processes.start_detached(
+        "worker", processes.worker_argv(datadir), "streams.app",
         env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest", "APP_ENV": "development"},
     )
     # One machine plays the whole crowd from 127.0.0.1: per-client rate limits off for the demo's API.
-    api_pid, new_api = processes.start("api", [sys.executable, "-m", "api"], "-m api",
-                                       env={"APP_ENV": "development", "RATE_LIMIT_ANALYZE": "0",
-                                            "RATE_LIMIT_UPLOAD_COMPLETE": "0", "WS_MAX_SOCKETS_PER_CLIENT": "1000"})
+    api_pid, new_api = processes.start_detached("api", [sys.executable, "-m", "api"], "-m api",
+                                                env={"APP_ENV": "development", "RATE_LIMIT_ANALYZE": "0",
+                                                     "RATE_LIMIT_UPLOAD_COMPLETE": "0",
+                                                     "WS_MAX_SOCKETS_PER_CLIENT": "1000"})
     print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
           f"API pid {api_pid} ({'started' if new_api else 'already running'}); logs in {processes.LOG_DIR}")
-    await wait_for_api(settings)
-    await wait_for_worker(settings)
-
-
-async def wait_for_api(settings: Settings, timeout: float = 60) -> None:
     url = f"http://{settings.api_host}:{settings.api_port}/healthz"
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.3)
-    raise SystemExit(f"the API did not become healthy at {url}; see {processes.LOG_DIR / 'api.log'}")
-
-
-async def wait_for_worker(settings: Settings, timeout: float = 120) -> None:
-    """Ready when the worker answers a probe event (an invalid one gets a `failed` result)."""
-    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka_security.client_kwargs(settings, "api"),
-                                group_id=None, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(**kafka_security.client_kwargs(settings, "api"))
-    await consumer.start()
-    await producer.start()
-    try:
-        deadline = time.monotonic() + timeout
-        await position_at_end(consumer)
-        while time.monotonic() < deadline:
-            probe = f"demo-probe-{uuid.uuid4()}".encode()
-            # Invalid but naming its own job (key == job_id): answered with a failed result, not only dead-lettered.
-            await producer.send_and_wait(topics.UPLOADS_COMPLETED, key=probe, value=b'{"job_id": "%s"}' % probe)
-            answer_by = time.monotonic() + 3
-            while time.monotonic() < answer_by:
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    if any(r.key == probe for r in records):
-                        return
-        raise SystemExit(f"the worker did not answer; see {processes.LOG_DIR / 'worker.log'}")
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
-async def simulator_calls(settings: Settings) -> int | None:
-    base = (settings.openai_base_url or "").removesuffix("/v1")
-    try:
-        async with aiohttp.ClientSession() as http, http.get(f"{base}/_sim/stats") as resp:
-            return int((await resp.json())["calls"]) if resp.status == 200 else None
-    except (aiohttp.ClientError, KeyError, ValueError, json.JSONDecodeError):
-        return None  # a real model endpoint: no simulator counter
+    if not await wait_http_ok(url, timeout=60):
+        raise SystemExit(f"the API did not become healthy at {url}; see {processes.LOG_DIR / 'api.log'}")
+    try:  # ready when the worker answers a probe event (an invalid one gets a `failed` result)
+        async with ResultWatcher(settings) as watcher:
+            await wait_until_pipeline_answers(watcher, timeout=120)
+    except TimeoutError:
+        raise SystemExit(f"the worker did not answer; see {processes.LOG_DIR / 'worker.log'}") from None
 
 
 async def metrics_snapshot(settings: Settings) -> dict[str, float] | None:
@@ -163,39 +120,27 @@ def print_costs(summary: dict[str, Any], before: dict[str, float] | None, after:
 async def one_user(http: aiohttp.ClientSession, api: str, photo: Path) -> Outcome:
     """What the app does for one photo."""
     ctype = content_type(photo)
-    async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": ctype}) as resp:
-        job = await resp.json()
-        if resp.status != 200:
-            return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"analyze HTTP {resp.status}: {job}")
-    form = aiohttp.FormData()
-    for name, value in job["upload_fields"].items():
-        form.add_field(name, value)
-    form.add_field("Content-Type", ctype)
-    form.add_field("file", photo.read_bytes(), filename=photo.name, content_type=ctype)
-    async with http.post(job["upload_url"], data=form) as resp:
-        if resp.status >= 300:
-            return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"upload HTTP {resp.status}")
+    try:
+        job = await kit_api.analyze(http, api, content_type=ctype)
+    except kit_api.ApiError as exc:
+        return Outcome(photo.name, "failed", False, "-", "-", 0.0, str(exc))
+    status, _ = await kit_api.post_upload(http, job, photo.read_bytes(), content_type=ctype)
+    if status >= 300:
+        return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"upload HTTP {status}")
     started = time.monotonic()
-    ws_url = f"{api.replace('http', 'ws', 1)}/api/v1/waste/ws?job_id={job['job_id']}&token={job['token']}"
-    async with http.ws_connect(ws_url) as ws:
-        async with http.post(f"{api}/api/v1/waste/upload-complete/{job['job_id']}",
-                             headers={"Authorization": f"Bearer {job['token']}"}) as resp:
-            if resp.status != 202:
-                return Outcome(photo.name, "failed", False, "-", "-", 0.0,
-                               f"upload-complete HTTP {resp.status}: {await resp.text()}")
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            data = json.loads(msg.data)
-            if data.get("type") == "result" and data.get("job_id") == job["job_id"]:
-                r = data["result"]
-                cache = r.get("cache") or {}
-                by = r.get("answered_by") or {}
-                return Outcome(photo.name, r["status"], bool(cache.get("hit")), cache.get("source", "-"),
-                               (r.get("classification") or {}).get("category", "-"), time.monotonic() - started,
-                               (r.get("error") or {}).get("code"),
-                               f"{by['model']}{' (simulator)' if by.get('simulated') else ''}" if by else None)
-    return Outcome(photo.name, "failed", False, "-", "-", time.monotonic() - started, "WebSocket closed early")
+    async with http.ws_connect(kit_api.ws_url(api, job)) as ws:
+        status, body = await kit_api.upload_complete(http, api, job)
+        if status != 202:
+            return Outcome(photo.name, "failed", False, "-", "-", 0.0, f"upload-complete HTTP {status}: {body}")
+        _, r = await kit_api.ws_result(ws, job["job_id"])
+    if r is None:
+        return Outcome(photo.name, "failed", False, "-", "-", time.monotonic() - started, "WebSocket closed early")
+    cache = r.get("cache") or {}
+    by = r.get("answered_by") or {}
+    return Outcome(photo.name, r["status"], bool(cache.get("hit")), cache.get("source", "-"),
+                   (r.get("classification") or {}).get("category", "-"), time.monotonic() - started,
+                   (r.get("error") or {}).get("code"),
+                   f"{by['model']}{' (simulator)' if by.get('simulated') else ''}" if by else None)
 
 
 async def crowd(settings: Settings, photos: list[Path], users: int) -> list[Outcome]:
@@ -256,11 +201,12 @@ async def main_async(args: argparse.Namespace) -> int:
     distinct = len(set(photos))
     print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} re-uploads) "
           f"by {args.users} concurrent users:")
-    before = await simulator_calls(settings)
+    simulator = Simulator.of(settings.openai_base_url)
+    before = await simulator.calls_or_none()
     metrics_before = await metrics_snapshot(settings)
     started = time.monotonic()
     outcomes = await crowd(settings, photos, args.users)
-    after = await simulator_calls(settings)
+    after = await simulator.calls_or_none()
     metrics_after = await metrics_snapshot(settings)
     summary = summarize(outcomes, after - before if before is not None and after is not None else None)
     summary["wall_s"] = round(time.monotonic() - started, 1)

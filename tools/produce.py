@@ -19,14 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from models.records import AnalysisResult, UploadCompleted, utcnow
+from models.records import AnalysisResult
 from models.settings import Settings, load_settings
-from streams import kafka_security, topics
-from streams.clients import s3_client
-from tools.kafka_admin import position_at_end
+from tools.kit import ResultWatcher, Simulator, put_objects
 from tools.photos import content_type, image_files
 
 
@@ -65,72 +60,40 @@ def collect_files(paths: list[str]) -> list[Path]:
 async def upload_all(settings: Settings, files: list[Path], repeat: int, prefix: str) -> list[Job]:
     """Each file is uploaded once per repeat under its own key, as a phone re-uploading it would."""
     jobs = [Job(str(uuid.uuid4()), f, "") for _ in range(repeat) for f in files]
-    async with s3_client(settings) as s3:
-        sem = asyncio.Semaphore(16)
-
-        async def put(job: Job) -> None:
-            job.key = f"{prefix}/{job.job_id}{job.path.suffix.lower() or '.jpg'}"
-            ctype = content_type(job.path)
-            async with sem:
-                await s3.put_object(Bucket=settings.s3_bucket_name, Key=job.key, Body=job.path.read_bytes(),
-                                    ContentType=ctype)
-
-        await asyncio.gather(*(put(j) for j in jobs))
+    for job in jobs:
+        job.key = f"{prefix}/{job.job_id}{job.path.suffix.lower() or '.jpg'}"
+    await put_objects(settings, [(job.key, job.path.read_bytes(), content_type(job.path)) for job in jobs])
     return jobs
 
 
 async def run(settings: Settings, jobs: list[Job], *, timeout: float, quiet: bool,
               simulator_url: str | None) -> Summary:
-    calls_before = await simulator_calls(simulator_url)
+    simulator = Simulator(simulator_url) if simulator_url else None
+    calls_before = await simulator.calls_or_none() if simulator else None
     summary = Summary()
     pending = {j.job_id: j for j in jobs}
-    # The API's principal: it writes upload events and reads results, like the API (streams/kafka_security.py).
-    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka_security.client_kwargs(settings, "api"),
-                                group_id=None, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(**kafka_security.client_kwargs(settings, "api"), linger_ms=5)
-    await consumer.start()
-    await producer.start()
-    try:
-        await position_at_end(consumer)
+
+    def arrived(job_id: str, result: AnalysisResult) -> None:
+        job = pending.pop(job_id, None)
+        if job is None:
+            return
+        summary.results[job_id] = result
+        summary.latency_s[job_id] = time.monotonic() - job.sent_at
+        if not quiet:
+            print(_line(job, result, len(summary.results), len(jobs)), flush=True)
+
+    async with ResultWatcher(settings, producer_options={"linger_ms": 5}) as watcher:
+        watcher.on_result = arrived
         for job in jobs:
-            event = UploadCompleted(job_id=job.job_id, bucket=settings.s3_bucket_name, key=job.key,
-                                    content_type=content_type(job.path),
-                                    size=job.path.stat().st_size, uploaded_at=utcnow())
+            value = watcher.event(job.job_id, job.key, content_type=content_type(job.path),
+                                  size=job.path.stat().st_size)
             job.sent_at = time.monotonic()
-            await producer.send(topics.UPLOADS_COMPLETED, key=job.job_id.encode(), value=event.to_bytes())
-        await producer.flush()
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    job_id = (record.key or b"").decode()
-                    if job_id not in pending:
-                        continue
-                    job = pending.pop(job_id)
-                    result = AnalysisResult.model_validate_json(record.value)
-                    summary.results[job_id] = result
-                    summary.latency_s[job_id] = time.monotonic() - job.sent_at
-                    if not quiet:
-                        print(_line(job, result, len(summary.results), len(jobs)), flush=True)
-    finally:
-        await producer.stop()
-        await consumer.stop()
-    calls_after = await simulator_calls(simulator_url)
+            await watcher.send(job.job_id, value)
+        await watcher.flush()
+        await watcher.unanswered(list(pending), timeout)
+    calls_after = await simulator.calls_or_none() if simulator else None
     _print_summary(summary, len(jobs), pending, calls_before, calls_after)
     return summary
-
-
-
-
-async def simulator_calls(url: str | None) -> int | None:
-    if not url:
-        return None
-    try:
-        async with aiohttp.ClientSession() as http, http.get(f"{url.rstrip('/')}/_sim/stats") as resp:
-            return int((await resp.json())["calls"])
-    except (aiohttp.ClientError, KeyError, ValueError):
-        return None
 
 
 def _line(job: Job, r: AnalysisResult, n: int, total: int) -> str:

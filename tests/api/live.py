@@ -6,7 +6,6 @@ Used by tests/integration/test_api_*.py and tests/browser/.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -22,12 +21,7 @@ from models.records import AnalysisResult
 from models.settings import Settings
 from streams import kafka_security
 from streams.topics import ANALYSIS_RESULTS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tools.kit import free_port
 
 
 @asynccontextmanager

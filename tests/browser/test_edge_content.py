@@ -13,7 +13,7 @@ from playwright.async_api import Page
 
 from models.settings import Settings
 from streams.clients import s3_client
-from tools.processes import free_port
+from tools.kit import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 

@@ -7,19 +7,15 @@ skipping; set ``STACK_OPTIONAL=1`` to turn that into a skip (e.g. on a laptop wi
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
+from tools.kit import port_open
+
 REPO_DIR = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,14 +67,6 @@ class StackEnv:
         return self.stack_dir / "run"
 
 
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def require_service(name: str, port: int) -> None:
     """Fail (or skip with STACK_OPTIONAL=1) when a stack service does not answer."""
     if port_open(port):
@@ -87,17 +75,3 @@ def require_service(name: str, port: int) -> None:
     if os.environ.get("STACK_OPTIONAL") == "1":
         pytest.skip(reason + " (skipped because STACK_OPTIONAL=1)")
     pytest.fail(reason, pytrace=False)
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Poll an async check until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)

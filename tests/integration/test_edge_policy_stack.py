@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tests import samples
-from tests.integration.stack_helpers import StackEnv, require_service, wait_for
+from tests.integration.stack_helpers import StackEnv, require_service
 from tools import cost_report, edge_vcl
+from tools.kit import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -62,7 +63,7 @@ async def test_the_exporter_counts_requests_hits_and_bytes(stack_s3: Any, stack_
         done = cost_report.total(delta, "waste_edge_requests_total") >= 3
         return delta if done else None
 
-    delta = await wait_for(counted, timeout=15, what="the edge's counters to include the three reads")
+    delta = await wait_until(counted, timeout=15, what="the edge's counters to include the three reads")
     assert cost_report.total(delta, "waste_edge_cache_lookups_total", result="hit") >= 2
     assert cost_report.total(delta, "waste_edge_bytes_served_total", part="body") >= body
     assert cost_report.total(await scrape(), "waste_edge_up") == 1

@@ -14,7 +14,7 @@ from models.settings import Settings
 from streams.clients import s3_client
 from streams.fetch import ImageFetcher
 from tests import samples
-from tests.pipeline_harness import free_port
+from tools.kit import free_port
 
 pytestmark = pytest.mark.stack
 

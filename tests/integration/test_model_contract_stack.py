@@ -8,7 +8,9 @@ import pytest
 from models.errors import ErrorCode
 from models.records import JobStatus
 from tests import samples
-from tests.pipeline_harness import simulator
+from tools.kit import Simulator
+
+simulator = Simulator().request  # the stack's shared simulator
 
 pytestmark = pytest.mark.pipeline
 

@@ -28,11 +28,11 @@ from redis.asyncio import Redis
 from bench.variants import variant_folders
 from models.classification import WasteCategory, WasteClassification
 from models.records import AnalysisResult, CachedClassification, JobStatus
+from streams import redis_client
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.cache import ResultCache
 from streams.imaging import hash_image
 from streams.invalidation import invalidate
-from streams import redis_client
 from streams.near_index import (
     INDEX_PREFIX,
     INVALIDATED_KEY,
@@ -41,7 +41,9 @@ from streams.near_index import (
     RedisNearIndex,
     hamming,
 )
-from tests.pipeline_harness import simulator
+from tools.kit import Simulator
+
+simulator = Simulator().request  # the stack's shared simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 T = 12  # NEAR_DUPLICATE_MAX_DISTANCE's default

@@ -33,7 +33,7 @@ from streams.outcomes import PUBLISHED_PREFIX
 from tests import samples
 from tests.api.live import running_api
 from tests.integration.private_stack import own_result
-from tests.pipeline_harness import ROOT
+from tools.kit import ROOT, wait_until, worker_counter
 
 pytestmark = pytest.mark.pipeline
 
@@ -44,22 +44,6 @@ def unique_jpeg(index: int) -> bytes:
     Image.open(io.BytesIO(samples.photo_bytes(index))).save(out, format="JPEG", quality=90,
                                                             comment=uuid.uuid4().hex.encode())
     return out.getvalue()
-
-
-async def worker_counter(pipeline, name: str) -> float:  # type: ignore[no-untyped-def]
-    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        body = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
-
-
-async def wait_until(check, *, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    """Poll an async check until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.1)
-    return value
 
 
 def own_results(watcher, job_id: str, pipeline) -> list[AnalysisResult]:  # type: ignore[no-untyped-def]
@@ -120,11 +104,12 @@ async def test_a_replayed_event_publishes_no_second_result_while_its_marker_live
             await wait_until(lambda: redis.exists(marker), timeout=30, what="the result marker")
             assert 0 < await redis.ttl(marker) <= settings.result_dedup_ttl_seconds
 
-            suppressed = await worker_counter(pipeline, "waste_results_suppressed_total")
+            port = pipeline.settings.worker_web_port
+            suppressed = await worker_counter(port, "waste_results_suppressed_total")
             await watcher.publish(key, job_id=job_id)  # the same event again, as a redelivery would be
 
             async def replay_suppressed() -> bool:
-                return await worker_counter(pipeline, "waste_results_suppressed_total") >= suppressed + 1
+                return await worker_counter(port, "waste_results_suppressed_total") >= suppressed + 1
 
             await wait_until(replay_suppressed, timeout=60, what="the replay to be processed")
             await watcher.drain(0.5)

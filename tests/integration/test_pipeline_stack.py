@@ -14,8 +14,10 @@ from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus
 from streams import topics
 from tests import samples
-from tests.pipeline_harness import simulator
 from tools.kafka_admin import position_at_end
+from tools.kit import Simulator, worker_counter
+
+simulator = Simulator().request  # the stack's shared simulator
 
 pytestmark = pytest.mark.pipeline
 
@@ -232,7 +234,7 @@ async def test_with_the_cdn_down_results_still_arrive_via_s3(pipeline) -> None: 
     """A second worker (its own consumer group) whose CDN address answers nothing: it must fall back to S3."""
     import time
 
-    from tests.pipeline_harness import free_port, start_worker
+    from tools.kit import free_port, start_worker
 
     settings = pipeline.settings.model_copy(update={
         "app_id": f"{pipeline.settings.app_id}-nocdn",
@@ -294,15 +296,6 @@ async def test_worker_readiness_lists_the_partitions_it_holds(pipeline) -> None:
     assert len(changelogs) == 2 and all(body["partitions_held"][t] for t in changelogs)
 
 
-async def _worker_counter(pipeline, name: str) -> float:  # type: ignore[no-untyped-def]
-    import aiohttp
-
-    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        body = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
-
-
 async def test_a_byte_identical_reupload_skips_the_decode_and_the_model(pipeline) -> None:  # type: ignore[no-untyped-def]
     import io
     import uuid
@@ -323,4 +316,4 @@ async def test_a_byte_identical_reupload_skips_the_decode_and_the_model(pipeline
     assert copy.status is JobStatus.DONE and copy.cache.hit and copy.cache.phash == first.cache.phash
     assert "decode" not in copy.timings_ms  # its pHash came from the digest of its bytes
     assert copy.classification == first.classification
-    assert await _worker_counter(pipeline, 'waste_hash_total{path="digest"}') >= 1
+    assert await worker_counter(pipeline.settings.worker_web_port, "waste_hash_total", path="digest") >= 1

@@ -18,8 +18,7 @@ from PIL import Image
 from models.records import CacheSource, JobStatus
 from models.settings import Settings
 from tests import samples
-from tests.integration.private_stack import PrivateSimulator
-from tests.pipeline_harness import PipelineClient, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
 
@@ -36,7 +35,7 @@ def reencoded(jpeg: bytes, *, quality: int, scale: float) -> bytes:
 
 async def test_a_worker_on_the_redis_cluster_pays_once_per_photo(stack_redis_cluster_url: str) -> None:
     session = uuid.uuid4().hex[:8]
-    sim = PrivateSimulator(SIM_LATENCY_MS="500")
+    sim = Simulator.start(SIM_LATENCY_MS="500")
     settings = Settings(_env_file=None, app_id=f"waste-cluster-{session}",  # type: ignore[call-arg]
                         prompt_version=f"cluster-{session}", worker_web_port=free_port(),
                         openai_base_url=f"{sim.url}/v1", redis_url=stack_redis_cluster_url)
@@ -55,7 +54,7 @@ async def test_a_worker_on_the_redis_cluster_pays_once_per_photo(stack_redis_clu
             rest = list(await asyncio.gather(*(watcher.publish(k) for i, k in enumerate(keys) if i % 4)))
             await watcher.wait_for(first + rest, timeout=120)
             await watcher.drain(2.0)
-        stats = await sim.acall("GET", "/_sim/stats")
+        stats = await sim.request("GET", "/_sim/stats")
     finally:
         worker.stop()
         sim.stop()

@@ -22,9 +22,9 @@ from PIL import Image
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from streams.imaging import hamming_distance
-from tests.integration.private_stack import PrivateSimulator, own_result
-from tests.pipeline_harness import PipelineClient, Worker, free_port, start_worker, wait_until_pipeline_answers
+from tests.integration.private_stack import own_result
 from tools.evaluate_reframed import VARIANTS
+from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
 from tools.photos import sample_photos
 
 pytestmark = [pytest.mark.stack, pytest.mark.isolated]
@@ -38,13 +38,13 @@ REFRAMED = (("crop5o", ".jpg", "image/jpeg"), ("rot-3", ".jpg", "image/jpeg"), (
 class ReframedWorker:
     settings: Settings
     client: PipelineClient
-    worker: Worker
-    sim: PrivateSimulator
+    worker: Proc
+    sim: Simulator
 
 
 @pytest.fixture(scope="module")
 def reframed_worker() -> Iterator[ReframedWorker]:
-    sim = PrivateSimulator()
+    sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     settings = Settings(_env_file=None, app_id=f"waste-reframed-{session}",  # type: ignore[call-arg]
                         prompt_version=f"reframed-{session}", worker_web_port=free_port(),

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.stack_helpers import REPO_DIR, StackEnv, port_open, wait_for
+from tests.integration.stack_helpers import REPO_DIR, StackEnv
+from tools.kit import port_open, wait_until
 
 STACK_SH = REPO_DIR / "scripts" / "stack.sh"
 COMPOSE_FILE = REPO_DIR / "docker-compose.kafka.yml"
@@ -74,7 +75,7 @@ async def test_kafka_produce_consume_round_trip(stack_kafka: str) -> None:
             received.extend(record.value for records in batches.values() for record in records)
             return len(received) >= len(sent)
 
-        await wait_for(all_received, timeout=KAFKA_TIMEOUT, what="5 records back from Kafka")
+        await wait_until(all_received, timeout=KAFKA_TIMEOUT, what="5 records back from Kafka")
         await consumer.commit()  # offset commit on the 4.x group coordinator
     finally:
         await consumer.stop()
@@ -127,21 +128,21 @@ async def test_faust_table_with_changelog_on_the_real_broker(stack_kafka: str) -
             async def assigned() -> bool:
                 return bool(app.consumer.assignment())
 
-            await wait_for(assigned, timeout=KAFKA_TIMEOUT, what="Faust partition assignment")
+            await wait_until(assigned, timeout=KAFKA_TIMEOUT, what="Faust partition assignment")
             for kind in ["bottle", "can", "bottle", "paper", "bottle"]:
                 await events.send(value=Event(kind=kind))
 
             async def counted() -> bool:
                 return counts.get("bottle") == 3 and counts.get("can") == 1 and counts.get("paper") == 1
 
-            await wait_for(counted, timeout=KAFKA_TIMEOUT, what="Faust table counts")
+            await wait_until(counted, timeout=KAFKA_TIMEOUT, what="Faust table counts")
             changelog = counts.changelog_topic.get_topic_name()
             assert changelog == f"{app_id}-counts-changelog"
 
             async def changelog_listed() -> bool:
                 return changelog in await admin.list_topics()
 
-            await wait_for(changelog_listed, timeout=KAFKA_TIMEOUT, what="changelog topic in list_topics")
+            await wait_until(changelog_listed, timeout=KAFKA_TIMEOUT, what="changelog topic in list_topics")
         finally:
             await app.stop()
     finally:
@@ -161,7 +162,7 @@ async def test_faust_table_with_changelog_on_the_real_broker(stack_kafka: str) -
                 latest[record.key] = record.value
             return len(latest) >= 3
 
-        await wait_for(changelog_complete, timeout=KAFKA_TIMEOUT, what="3 keys in the changelog")
+        await wait_until(changelog_complete, timeout=KAFKA_TIMEOUT, what="3 keys in the changelog")
     finally:
         await reader.stop()
     assert latest[b'"bottle"'] == b"3"
@@ -187,7 +188,7 @@ async def test_redis_setex_and_ttl(stack_redis_url: str) -> None:
         async def expired() -> bool:
             return await client.exists(key) == 0
 
-        await wait_for(expired, timeout=5, what="key expiry")
+        await wait_until(expired, timeout=5, what="key expiry")
     finally:
         await client.delete(key)
         await client.aclose()

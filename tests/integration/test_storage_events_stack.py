@@ -24,14 +24,23 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from pydantic import SecretStr
 
+from api.privacy import client_result
 from models.records import AnalysisResult, UploadCompleted
 from models.settings import Settings
 from streams.topics import ANALYSIS_RESULTS, DEAD_LETTER, UPLOADS_COMPLETED
 from tests import samples
-from api.privacy import client_result
 from tests.api.live import TopicReader, running_api, topic_reader
-from tests.integration.stack_helpers import StackEnv, port_open, require_service, wait_for
-from tests.pipeline_harness import PipelineClient, Worker, free_port, start_worker, wait_until_pipeline_answers
+from tests.integration.stack_helpers import StackEnv, require_service
+from tools.kit import (
+    PipelineClient,
+    Proc,
+    free_port,
+    port_open,
+    start_worker,
+    wait_until,
+    wait_until_pipeline_answers,
+    worker_counter,
+)
 
 # The isolated session (scripts/test.sh) runs with the S3 server's notifications on; the main session runs without
 # them, so that an upload's own notification does not race the tests that drive upload-complete themselves.
@@ -56,7 +65,7 @@ def events_settings() -> Settings:
 
 
 @pytest.fixture(scope="module")
-def events_worker(events_settings: Settings) -> Iterator[Worker]:
+def events_worker(events_settings: Settings) -> Iterator[Proc]:
     env = StackEnv.from_env()
     for name, port in (("Kafka", env.kafka_port), ("S3 server", env.s3_port), ("storage-event relay", RELAY_PORT)):
         require_service(name, port)
@@ -69,7 +78,7 @@ def events_worker(events_settings: Settings) -> Iterator[Worker]:
 
 
 @pytest.fixture
-async def api(events_settings: Settings, events_worker: Worker) -> AsyncIterator[str]:
+async def api(events_settings: Settings, events_worker: Proc) -> AsyncIterator[str]:
     async with running_api(events_settings) as base:
         yield base
 
@@ -142,15 +151,6 @@ async def notify(http: aiohttp.ClientSession, body: dict[str, Any] | bytes) -> N
         assert resp.status in (200, 400), await resp.text()
 
 
-async def worker_counter(settings: Settings, name: str, **labels: str) -> float:
-    async with aiohttp.ClientSession() as http, \
-            http.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics") as resp:
-        body = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if (line.startswith(name + "{") or line.startswith(name + " "))
-               and all(f'{k}="{v}"' in line for k, v in labels.items()))
-
-
 async def analyze(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with http.post(f"{base}/api/v1/waste/analyze") as resp:
         assert resp.status == 200, await resp.text()
@@ -214,7 +214,7 @@ async def answered_once(reader: TopicReader, job_id: str, settings: Settings, de
         results = [AnalysisResult.model_validate_json(v) for v in reader.by_key(job_id)]
         return results if any(r.cache and r.cache.source.value == "model" for r in own_of(results)) else []
 
-    results = await wait_for(paid, timeout=TIMEOUT, interval=0.2, what="this worker group's result")
+    results = await wait_until(paid, timeout=TIMEOUT, interval=0.2, what="this worker group's result")
     assert delivered == client_result(results[0])
     own = own_of(results)
     assert all(r.status.value == "done" for r in own), own
@@ -253,7 +253,7 @@ async def test_notification_first_then_upload_complete_is_one_job(
     async with topic_reader(events_settings, UPLOADS_COMPLETED) as uploads, \
             topic_reader(events_settings, ANALYSIS_RESULTS) as results:
         await s3_post(http, job, photo)
-        await wait_for(lambda: _is(state_of(http, api, job), {"queued", "done"}), timeout=TIMEOUT,
+        await wait_until(lambda: _is(state_of(http, api, job), {"queued", "done"}), timeout=TIMEOUT,
                        what="the notification to queue the job")
         answer = await upload_complete(http, api, job)  # the app's call comes second
         _, result = await ws_result(http, api, job)
@@ -279,7 +279,7 @@ async def test_upload_complete_first_then_notification_is_one_job(
         await notify(http, versitygw_notification(events_settings.s3_bucket_name, "", len(photo), etag,
                                                    name="s3:ObjectCreated:Post"))
         _, result = await ws_result(http, api, job)
-        await wait_for(lambda: _grew(_skipped(events_settings), skipped_before + 2), timeout=TIMEOUT,
+        await wait_until(lambda: _grew(_skipped(events_settings), skipped_before + 2), timeout=TIMEOUT,
                        what="the worker to read both notifications")
         events = await published_events(uploads, job["job_id"])
         await answered_once(results, job["job_id"], events_settings, result)
@@ -303,10 +303,11 @@ async def test_reconciliation_queues_an_upload_whose_notification_was_lost(
 
 
 async def test_foreign_buckets_and_keys_are_dead_lettered_without_touching_s3(
-    http: aiohttp.ClientSession, events_settings: Settings, events_worker: Worker
+    http: aiohttp.ClientSession, events_settings: Settings, events_worker: Proc
 ) -> None:
     marker = uuid.uuid4().hex
-    refused_before = await worker_counter(events_settings, "waste_storage_events_total", outcome="refused")
+    port = events_settings.worker_web_port
+    refused_before = await worker_counter(port, "waste_storage_events_total", outcome="refused")
     listed_before = await _listed(events_settings)
     bucket = events_settings.s3_bucket_name
     job_like = uuid.uuid4().hex
@@ -328,7 +329,7 @@ async def test_foreign_buckets_and_keys_are_dead_lettered_without_touching_s3(
             found = [json.loads(r.value or b"{}") for r in letters.records if marker.encode() in (r.value or b"")]
             return found if len(found) >= len(refused) else []
 
-        found = await wait_for(all_dead_lettered, timeout=TIMEOUT, interval=0.3, what="the dead letters")
+        found = await wait_until(all_dead_lettered, timeout=TIMEOUT, interval=0.3, what="the dead letters")
         await uploads.read_to_end()
         queued = [r for r in uploads.records if job_like.encode() in (r.value or b"")]
     assert sorted(f"{marker}-{i}" for i in range(1, 6)) == sorted(
@@ -338,7 +339,7 @@ async def test_foreign_buckets_and_keys_are_dead_lettered_without_touching_s3(
         assert letter["topic"] == "waste.storage.events"
     assert queued == []
     # Refused before any I/O: counted as refused, and no listing of the bucket for the keyless one.
-    assert await worker_counter(events_settings, "waste_storage_events_total", outcome="refused") >= \
+    assert await worker_counter(events_settings.worker_web_port, "waste_storage_events_total", outcome="refused") >= \
         refused_before + len(refused)
     assert await _listed(events_settings) == listed_before
 
@@ -352,12 +353,12 @@ async def _grew(value: Any, at_least: float) -> bool:
 
 
 async def _listed(settings: Settings) -> float:
-    return sum([await worker_counter(settings, "waste_storage_events_total", outcome=o)
+    return sum([await worker_counter(settings.worker_web_port, "waste_storage_events_total", outcome=o)
                 for o in ("unmatched", "no_job", "empty")])
 
 
 async def _skipped(settings: Settings) -> float:
-    return (await worker_counter(settings, "waste_storage_events_total", outcome="not_waiting")
-            + await worker_counter(settings, "waste_storage_events_total", outcome="duplicate"))
+    return (await worker_counter(settings.worker_web_port, "waste_storage_events_total", outcome="not_waiting")
+            + await worker_counter(settings.worker_web_port, "waste_storage_events_total", outcome="duplicate"))
 
 

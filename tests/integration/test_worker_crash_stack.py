@@ -18,12 +18,12 @@ import pytest
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from tests import samples
-from tests.integration.private_stack import PrivateSimulator
-from tests.pipeline_harness import (
+from tools.kit import (
     PipelineClient,
     free_port,
     start_worker,
     wait_until_pipeline_answers,
+    worker_counter,
 )
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
@@ -37,21 +37,10 @@ def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
     return [r for r in results if r.status is JobStatus.FAILED or (r.cache and r.cache.model_version == version)]
 
 
-async def _suppressed(settings: Settings) -> float:
-    """The worker's count of results it did not publish again because their marker was in Redis."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http, \
-            http.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics") as resp:
-        body = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("waste_results_suppressed_total"))
-
-
 async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
     session = uuid.uuid4().hex[:8]
-    sim = await asyncio.to_thread(PrivateSimulator, SIM_LATENCY_MS=str(MODEL_LATENCY_MS), SIM_LATENCY_JITTER_MS="100")
-    simulator = sim.acall
+    sim = await asyncio.to_thread(SIM_LATENCY_MS=str(MODEL_LATENCY_MS), SIM_LATENCY_JITTER_MS="100")
+    simulator = sim.request
     settings = Settings(_env_file=None, app_id=f"waste-crash-{session}",  # type: ignore[call-arg]
                         openai_base_url=f"{sim.url}/v1",
                         prompt_version=f"crash-{session}", worker_web_port=free_port(),
@@ -87,11 +76,12 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
             answered = {job: len(_own(watcher.received[job], settings.model_version)) for job in jobs}
 
             # Every event of the burst delivered again, as a rebalance would: the markers hold back every repeat.
-            suppressed_before = await _suppressed(settings)
+            port = settings.worker_web_port
+            suppressed_before = await worker_counter(port, "waste_results_suppressed_total")
             for job, key in zip(jobs, keys, strict=True):
                 await watcher.publish(key, job_id=job)
             deadline = time.monotonic() + 120
-            while await _suppressed(settings) < suppressed_before + len(jobs):
+            while await worker_counter(port, "waste_results_suppressed_total") < suppressed_before + len(jobs):
                 assert time.monotonic() < deadline, "the replayed burst was not suppressed"
                 await watcher.drain(0.5)
             await watcher.drain(1.0)

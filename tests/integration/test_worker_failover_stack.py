@@ -21,22 +21,19 @@ import signal
 import time
 import uuid
 
-import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
-from streams import kafka_security, topics
 from tests import samples
-from tests.integration.private_stack import PrivateSimulator
-from tests.pipeline_harness import (
+from tools.kit import (
     PipelineClient,
+    Simulator,
     free_port,
     start_worker,
+    wait_until_partitions_held,
     wait_until_pipeline_answers,
 )
-from tools.kafka_admin import partition_counts, position_at_end
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart, pytest.mark.known_failing]
 
@@ -46,33 +43,9 @@ FAILOVER_GOAL_S = 20.0
 PACE_S = 0.25  # one upload-complete event every PACE_S during the whole test
 
 
-async def held_partitions(port: int) -> dict[str, list[int]]:
-    async with aiohttp.ClientSession() as http:
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                body = await r.json()
-                return body["partitions_held"] if r.status == 200 else {}
-        except (aiohttp.ClientError, ValueError):
-            return {}
-
-
-async def wait_until_shared(settings: Settings, ports: list[int], timeout: float = 90.0) -> None:
-    """Both workers are ready and hold a share of every topic's partitions (a completed rebalance)."""
-    expected = await partition_counts(settings, topics.WORKER_SOURCES)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        helds = [await held_partitions(p) for p in ports]
-        if all(helds) and all(
-            sorted(sum((h.get(t, []) for h in helds), [])) == list(range(n)) for t, n in expected.items()
-        ):
-            return
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"the two workers did not share the partitions within {timeout}s: {helds}")
-
-
 async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
     session = uuid.uuid4().hex[:8]
-    sim = PrivateSimulator(SIM_LATENCY_MS="1000", SIM_LATENCY_JITTER_MS="100")
+    sim = Simulator.start(SIM_LATENCY_MS="1000", SIM_LATENCY_JITTER_MS="100")
     settings = Settings(_env_file=None, app_id=f"waste-failover-{session}",  # type: ignore[call-arg]
                         prompt_version=f"failover-{session}", worker_web_port=free_port(),
                         openai_base_url=f"{sim.url}/v1", vision_backoff_base_seconds=0.05,
@@ -83,31 +56,20 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
     victim = None
     published: dict[str, float] = {}  # job_id -> when it was published
     answers: dict[str, list[tuple[float, AnalysisResult]]] = {}
-    kafka = kafka_security.client_kwargs(settings, "api")
-    consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None, auto_offset_reset="latest")
+
+    def collect(job_id: str, result: AnalysisResult) -> None:
+        if result.status is JobStatus.FAILED or (result.cache and result.cache.model_version == settings.model_version):
+            answers.setdefault(job_id, []).append((time.monotonic(), result))
+
     try:
         await wait_until_pipeline_answers(client, survivor)
-        victim_port = free_port()
-        victim = start_worker(settings.model_copy(update={"worker_web_port": victim_port}),
+        victim = start_worker(settings.model_copy(update={"worker_web_port": free_port()}),
                               name="failover-victim", new_group=False)
-        await wait_until_shared(settings, [settings.worker_web_port, victim_port])
+        await wait_until_partitions_held(settings, [survivor, victim], timeout=90)
         keys = await client.upload_many([samples.photo_bytes(330 + i) for i in range(PHOTOS)] * COPIES)
-        calls_before = (await sim.acall("GET", "/_sim/stats"))["ok"]
-        await consumer.start()
-        await position_at_end(consumer)
-        stop = asyncio.Event()
-
-        async def collect() -> None:
-            while not stop.is_set():
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        result = AnalysisResult.model_validate_json(record.value)
-                        if result.status is JobStatus.FAILED or (
-                                result.cache and result.cache.model_version == settings.model_version):
-                            answers.setdefault(result.job_id, []).append((time.monotonic(), result))
-
-        collector = asyncio.create_task(collect())
+        calls_before = (await sim.request("GET", "/_sim/stats"))["ok"]
         async with client.results() as watcher:
+            watcher.on_result = collect
             kill_at: float | None = None
             in_flight_at_kill = 0
             # The burst, then exact re-uploads of its photos at the same pace for 30 s after the kill: every
@@ -120,7 +82,7 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
                 published[job] = time.monotonic()
                 i += 1
                 if kill_at is None and len(answers) >= len(keys) // 4:
-                    stats = await sim.acall("GET", "/_sim/stats")
+                    stats = await sim.request("GET", "/_sim/stats")
                     in_flight_at_kill = stats["in_flight"]
                     victim.process.send_signal(signal.SIGKILL)
                     victim.process.wait(timeout=10)
@@ -131,11 +93,8 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
             while not published.keys() <= answers.keys() and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2.0)  # a duplicate would arrive right after its first
-        stop.set()
-        await collector
-        calls = (await sim.acall("GET", "/_sim/stats"))["ok"] - calls_before
+        calls = (await sim.request("GET", "/_sim/stats"))["ok"] - calls_before
     finally:
-        await consumer.stop()
         for worker in (survivor, victim):
             if worker is not None:
                 worker.stop()

@@ -16,7 +16,7 @@ import requests
 
 from models.settings import Settings
 from streams import kafka_security
-from tools.processes import free_port
+from tools.kit import free_port
 
 pytestmark = [pytest.mark.stack]
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from tests.security.api_support import (
     process,
     worker_argv,
 )
-from tools.processes import free_port
+from tools.kit import free_port
 
 pytestmark = [pytest.mark.stack]
 

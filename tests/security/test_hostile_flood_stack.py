@@ -25,18 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from models.errors import ErrorCode
-from models.records import AnalysisResult, JobStatus, UploadCompleted, utcnow
+from models.records import JobStatus, UploadCompleted, utcnow
 from streams import kafka_security, topics
 from streams.clients import s3_client
 from tests import samples
-from tests.pipeline_harness import SIMULATOR_URL
 from tests.security import hostile
 from tools.kafka_admin import position_at_end
+from tools.kit import Simulator, worker_counter
 
 pytestmark = pytest.mark.pipeline
 
@@ -58,21 +57,6 @@ def vm_hwm_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
-
-
-async def worker_counter(port: int, name: str, **labels: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        body = await resp.text()
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-async def simulator_calls() -> int:
-    async with aiohttp.ClientSession() as http, http.get(f"{SIMULATOR_URL}/_sim/stats") as resp:
-        return int((await resp.json())["calls"])
 
 
 def large_png() -> bytes:
@@ -164,7 +148,7 @@ async def test_a_hostile_flood_is_refused_within_the_memory_ceiling_and_costs_no
     model_calls_before = await worker_counter(port, "waste_model_calls_total")
     results_before = await worker_counter(port, "waste_results_total")
     failed_before = await worker_counter(port, "waste_results_total", status="failed")
-    sim_before = await simulator_calls()
+    sim_before = await Simulator().calls()
     dead_letters = AIOKafkaConsumer(topics.DEAD_LETTER, **kafka_security.client_kwargs(settings, "admin"),
                                     group_id=None, auto_offset_reset="latest")
     await dead_letters.start()
@@ -195,7 +179,7 @@ async def test_a_hostile_flood_is_refused_within_the_memory_ceiling_and_costs_no
     model_calls = await worker_counter(port, "waste_model_calls_total") - model_calls_before
     results_published = await worker_counter(port, "waste_results_total") - results_before
     failed_published = await worker_counter(port, "waste_results_total", status="failed") - failed_before
-    sim_calls = await simulator_calls() - sim_before
+    sim_calls = await Simulator().calls() - sim_before
     own = [r for j in jobs for r in received[j] if r.cache is None or r.cache.model_version == settings.model_version]
     paid = [r for r in own if r.cache is not None and r.cache.source.value == "model"]
     report = {

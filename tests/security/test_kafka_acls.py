@@ -27,7 +27,7 @@ from aiokafka.errors import (
 from models.records import utcnow
 from models.settings import Settings
 from streams import kafka_security, topics
-from tests.integration.stack_helpers import port_open
+from tools.kit import port_open
 
 pytestmark = pytest.mark.stack
 DEADLINE = 30.0  # seconds any single client operation may take
