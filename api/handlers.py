@@ -16,7 +16,7 @@ from api.auth import authorize, request_token
 from api.context import BACKENDS, BACKGROUND, LIMITER, METRICS, SETTINGS
 from api.errors import ApiError, error_body
 from api.privacy import client_result
-from api.store import Job, JobState
+from api.store import Job, JobState, JobStore
 from api.tokens import make_token
 from api.uploads import StorageUnavailable
 from models.records import UploadCompleted, utcnow
@@ -107,9 +107,7 @@ async def upload_complete(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     await _rate_limit(request, "upload-complete", settings.rate_limit_upload_complete)
     authorize(request, job_id, request_token(request))
-    job = await backends.store.get_job(job_id)
-    if job is None:
-        raise ApiError(404, "JOB_NOT_FOUND", "no such job (or it expired)")
+    job = await _existing_job(backends.store, job_id)
     if job.state != JobState.AWAITING_UPLOAD:  # already published: say how far it got
         result = await backends.store.get_result(job_id)
         return _accepted(job_id, JobState(result.status.value) if result is not None else job.state)
@@ -165,10 +163,15 @@ async def get_result(request: web.Request) -> web.Response:
     result = await backends.store.get_result(job_id)
     if result is not None:
         return web.json_response({"job_id": job_id, "state": result.status.value, "result": client_result(result)})
-    job = await backends.store.get_job(job_id)
+    job = await _existing_job(backends.store, job_id)
+    return web.json_response({"job_id": job_id, "state": job.state.value, "result": None})
+
+
+async def _existing_job(store: JobStore, job_id: str) -> Job:
+    job = await store.get_job(job_id)
     if job is None:
         raise ApiError(404, "JOB_NOT_FOUND", "no such job (or it expired)")
-    return web.json_response({"job_id": job_id, "state": job.state.value, "result": None})
+    return job
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -14,8 +14,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+def _error(description: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An error response; ``headers`` maps each header it carries to that header's JSON type."""
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = {name: {"schema": {"type": kind}} for name, kind in headers.items()}
+    return {**response, "content": {"application/json": {"schema": _ref("Error")}}}
 
 
 def _ok(description: str, schema: str) -> dict[str, Any]:
@@ -31,16 +35,12 @@ _TOKEN_QUERY = {
     "schema": {"type": "string"},
 }
 _JOB_STATE = {"type": "string", "enum": ["awaiting_upload", "queued", "done", "failed"]}
-_UNAUTHORIZED = {
-    "description": "No token (`WWW-Authenticate: Bearer`)",
-    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-_RATE_LIMITED = {
-    "description": "Too many requests from this client (RATE_LIMIT_*); retry after `Retry-After` seconds",
-    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
+_UNAUTHORIZED = _error("No token (`WWW-Authenticate: Bearer`)", headers={"WWW-Authenticate": "string"})
+# What a job's endpoints answer before any lookup (api/auth.py: authorize), and the operator endpoints' likewise.
+_JOB_REFUSALS = {"401": _UNAUTHORIZED, "403": _error("Wrong or expired token"), "404": _error("Unknown or expired job")}
+_OPERATOR_REFUSALS = {"401": _UNAUTHORIZED, "403": _error("Wrong operator token")}
+_RATE_LIMITED = _error("Too many requests from this client (RATE_LIMIT_*); retry after `Retry-After` seconds",
+                       headers={"Retry-After": "integer"})
 
 
 def _without(schema: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -51,15 +51,19 @@ def _without(schema: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return trimmed
 
 
+def _result_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The results-topic record's schema, and the schemas it refers to."""
+    schema = AnalysisResult.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    return schema, schema.pop("$defs", {})
+
+
 def _schemas(settings: Settings) -> dict[str, Any]:
-    result_schema = AnalysisResult.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-    defs = result_schema.pop("$defs", {})
+    result_schema, defs = _result_schema()
     # Clients get the client view (api/privacy.py): no pHash, no other job's id, no internal CDN error.
     defs["CacheInfo"] = _without(defs["CacheInfo"], INTERNAL_CACHE_FIELDS)
     defs["FetchInfo"] = _without(defs["FetchInfo"], INTERNAL_FETCH_FIELDS)
     # Operators (the admin view) get the whole record: it differs in these two parts only.
-    full_result = AnalysisResult.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-    full_defs = full_result.pop("$defs", {})
+    full_result, full_defs = _result_schema()
     internal = ("CacheInfo", "FetchInfo")
     full_result = _rename_refs(full_result, {f"#/components/schemas/{k}": f"#/components/schemas/Internal{k}"
                                              for k in internal})
@@ -178,9 +182,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "202": _ok("Queued (or already queued)", "JobView"),
-                        "401": _UNAUTHORIZED,
-                        "403": _error("Wrong or expired token"),
-                        "404": _error("Unknown or expired job"),
+                        **_JOB_REFUSALS,
                         "409": _error("The object is not in the bucket yet, or empty (then deleted)"),
                         "413": _error("The object is larger than the upload limit (deleted)"),
                         "415": _error("The object is not the job's allowed image type (deleted)"),
@@ -196,9 +198,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "parameters": [_JOB_ID, _TOKEN_QUERY],
                     "responses": {
                         "200": _ok("State, and the result once there is one", "JobView"),
-                        "401": _UNAUTHORIZED,
-                        "403": _error("Wrong or expired token"),
-                        "404": _error("Unknown or expired job"),
+                        **_JOB_REFUSALS,
                         "503": _error("Redis unavailable; retry"),
                     },
                 }
@@ -214,8 +214,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
                         "400": _error("Malformed pHash"),
-                        "401": _UNAUTHORIZED,
-                        "403": _error("Wrong operator token"),
+                        **_OPERATOR_REFUSALS,
                         "404": _error("Nothing cached under it, or operator endpoints disabled"),
                     },
                 }
@@ -228,8 +227,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "`{\"invalidated\": [pHash, ...]}`"},
                         "400": _error("No job id"),
-                        "401": _UNAUTHORIZED,
-                        "403": _error("Wrong operator token"),
+                        **_OPERATOR_REFUSALS,
                         "404": _error("Nothing cached for that job, or operator endpoints disabled"),
                     },
                 }
@@ -241,8 +239,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "parameters": [_JOB_ID],
                     "responses": {
                         "200": _ok("The result as the pipeline published it", "InternalAnalysisResult"),
-                        "401": _UNAUTHORIZED,
-                        "403": _error("Wrong operator token"),
+                        **_OPERATOR_REFUSALS,
                         "404": _error("No result for that job, or operator endpoints disabled"),
                     },
                 }
