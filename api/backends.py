@@ -46,10 +46,11 @@ async def connect(settings: Settings) -> AsyncIterator[Backends]:
         stack.push_async_callback(redis.aclose)
 
         # The api principal: may write uploads and read results, nothing else (tools/kafka_acls.py).
+        # acks=all and idempotent (kafka_security.producer_kwargs): an accepted upload is on min.insync.replicas
+        # brokers, and a send retried after a broker died is written once.
         producer = AIOKafkaProducer(
-            **kafka_security.client_kwargs(settings, "api"),
+            **kafka_security.producer_kwargs(settings, "api"),
             client_id="waste-api",
-            acks="all",
             request_timeout_ms=15_000,
         )
         await producer.start()

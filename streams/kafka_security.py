@@ -119,8 +119,15 @@ PRODUCER_DURABILITY: dict[str, Any] = {"acks": "all", "enable_idempotence": True
 
 
 def producer_kwargs(settings: Settings, role: Role, **extra: Any) -> dict[str, Any]:
-    """:func:`client_kwargs` plus :data:`PRODUCER_DURABILITY`: the arguments of every ``AIOKafkaProducer``."""
-    return {**client_kwargs(settings, role), **PRODUCER_DURABILITY, **extra}
+    """:func:`client_kwargs` plus :data:`PRODUCER_DURABILITY`: the arguments of every ``AIOKafkaProducer``.
+
+    ``extra`` overrides them; an explicit weaker ``acks`` (the bench's acks=1) turns idempotence off, which needs
+    acks=all.
+    """
+    kwargs = {**client_kwargs(settings, role), **PRODUCER_DURABILITY, **extra}
+    if kwargs["acks"] not in ("all", -1) and "enable_idempotence" not in extra:
+        kwargs["enable_idempotence"] = False
+    return kwargs
 
 
 def identity_env(settings: Settings, role: Role) -> dict[str, str]:

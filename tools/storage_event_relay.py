@@ -73,7 +73,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def producer_ctx(app: web.Application) -> Any:
-        producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", client_id="waste-storage-event-relay")
+        producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", enable_idempotence=True,
+                                    client_id="waste-storage-event-relay")
         await producer.start()
         app[PRODUCER] = producer
         yield

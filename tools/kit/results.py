@@ -55,7 +55,8 @@ class ResultWatcher:
         kafka = kafka_security.client_kwargs(self.settings, "api")
         self._consumer = AIOKafkaConsumer(topics.ANALYSIS_RESULTS, **kafka, group_id=None, auto_offset_reset="latest",
                                           **self._options[0])
-        self._producer = AIOKafkaProducer(**kafka, **self._options[1])
+        # acks=all and idempotent unless the options say otherwise (kafka_security.producer_kwargs).
+        self._producer = AIOKafkaProducer(**kafka_security.producer_kwargs(self.settings, "api", **self._options[1]))
         await self._consumer.start()
         await self._producer.start()
         await position_at_end(self._consumer)
