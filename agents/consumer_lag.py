@@ -18,9 +18,6 @@ log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 15.0
 
-_reported: set[tuple[str, str]] = set()
-
-
 def partition_lags(consumer: Any, sources: Iterable[str] = topics.WORKER_SOURCES) -> dict[tuple[str, int], int]:
     """(topic, partition) -> events not yet committed, for the partitions of ``sources`` the consumer holds."""
     wanted = set(sources)
@@ -41,18 +38,19 @@ def partition_lags(consumer: Any, sources: Iterable[str] = topics.WORKER_SOURCES
     return lags
 
 
-def publish_lags(lags: dict[tuple[str, int], int]) -> None:
-    """Set the gauge for these partitions and drop the ones this worker no longer holds."""
+def publish_lags(lags: dict[tuple[str, int], int], reported: set[tuple[str, str]]) -> None:
+    """Set the gauge for these partitions and drop the ones this worker no longer holds (``reported``: the
+    (topic, partition) labels set last time; updated)."""
     current = {(topic, str(partition)) for topic, partition in lags}
-    for labels in _reported - current:
+    for labels in reported - current:
         try:
             metrics.consumer_lag.remove(*labels)
         except KeyError:
             pass
     for (topic, partition), lag in lags.items():
         metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
-    _reported.clear()
-    _reported.update(current)
+    reported.clear()
+    reported.update(current)
 
 
 @app.timer(interval=LAG_INTERVAL_SECONDS)
@@ -62,4 +60,4 @@ async def export_consumer_lag() -> None:
     except Exception as exc:  # the consumer is starting or rebalancing: skip this round
         log.debug("consumer lag not available: %s", exc)
         return
-    publish_lags(lags)
+    publish_lags(lags, (await app.context.ready()).timers.lag_reported)

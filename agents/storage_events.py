@@ -22,9 +22,10 @@ from redis.exceptions import RedisError
 
 from models.errors import ErrorCode
 from models.records import UploadCompleted, utcnow
-from streams import job_claims, resources, topics
+from streams import job_claims, topics
 from streams.app import app
 from streams.channels import storage_events_topic, uploads_completed_topic
+from streams.context import WorkerContext
 from streams.outcomes import dead_letter
 from streams.storage_events import NotANotification, ObjectCreated, job_for, parse_notification
 from streams.upload_checks import RefusedEvent
@@ -45,12 +46,12 @@ storage_reconciled_total = Counter("waste_storage_reconciled_total", "Uploads qu
 @app.agent(storage_events_topic, concurrency=4)
 async def storage_events(stream: Any) -> None:
     async for event in stream.events():
-        await process_notification(event.value, event.message.partition, event.message.offset)
+        ctx = await app.context.ready()
+        await process_notification(ctx, event.value, event.message.partition, event.message.offset)
 
 
-async def process_notification(value: bytes, partition: int | None, offset: int | None) -> None:
-    res = await resources.ready()
-    if not res.settings.storage_events_enabled:
+async def process_notification(ctx: WorkerContext, value: bytes, partition: int | None, offset: int | None) -> None:
+    if not ctx.settings.storage_events_enabled:
         storage_events_total.labels(outcome="ignored").inc()
         return
     try:
@@ -62,15 +63,15 @@ async def process_notification(value: bytes, partition: int | None, offset: int 
     if notification.ignored:
         storage_events_total.labels(outcome="ignored").inc(notification.ignored)
     for record in notification.created:
-        if record.bucket != res.settings.s3_bucket_name or record.key:
+        if record.bucket != ctx.settings.s3_bucket_name or record.key:
             try:  # before any I/O: only this bucket, only keys of the scheme, and the job they name
-                job_id = job_for(res.settings, record.bucket, record.key)
+                job_id = job_for(ctx.settings, record.bucket, record.key)
             except RefusedEvent as exc:
                 await _refuse(exc, value, partition, offset)
                 continue
-            await trigger(res, job_id, record.key, record.size, record.event_time, via="notification")
+            await trigger(ctx, job_id, record.key, record.size, record.event_time, via="notification")
         else:
-            await _resolve_keyless(res, record)
+            await _resolve_keyless(ctx, record)
 
 
 async def _refuse(exc: RefusedEvent, value: bytes, partition: int | None, offset: int | None) -> None:
@@ -81,13 +82,13 @@ async def _refuse(exc: RefusedEvent, value: bytes, partition: int | None, offset
                       topic=topics.STORAGE_EVENTS, partition=partition, offset=offset, original=value)
 
 
-async def trigger(res: resources.Resources, job_id: str, key: str, size: int | None,
+async def trigger(ctx: WorkerContext, job_id: str, key: str, size: int | None,
                   uploaded_at: datetime | None, *, via: str) -> bool:
     """Publish the job's upload-complete event unless it was published already; True when this call did."""
-    redis = res.redis
+    redis = ctx.redis
     try:
         job = await job_claims.issued_job(redis, job_id)
-        outcome = _skip_reason(res, job, key, size)
+        outcome = _skip_reason(ctx, job, key, size)
         if outcome is None and not await job_claims.claim(redis, job_id):
             outcome = "duplicate"
         if outcome is not None:
@@ -126,11 +127,11 @@ async def trigger(res: resources.Resources, job_id: str, key: str, size: int | N
     return True
 
 
-def _skip_reason(res: resources.Resources, job: job_claims.IssuedJob | None, key: str,
+def _skip_reason(ctx: WorkerContext, job: job_claims.IssuedJob | None, key: str,
                  size: int | None) -> str | None:
     if job is None:
         return "no_job"  # not issued by the API (or expired): tools.produce and tests publish their own events
-    if job.bucket != res.settings.s3_bucket_name or job.key != key:
+    if job.bucket != ctx.settings.s3_bucket_name or job.key != key:
         return "no_job"
     if job.state != job_claims.AWAITING_UPLOAD:
         return "not_waiting"  # already queued or answered
@@ -147,11 +148,11 @@ class Listed:
     last_modified: datetime
 
 
-async def list_uploads(res: resources.Resources) -> list[Listed]:
+async def list_uploads(ctx: WorkerContext) -> list[Listed]:
     """The objects under STORAGE_UPLOAD_PREFIX, at most STORAGE_RECONCILE_MAX_KEYS of them."""
-    settings = res.settings
+    settings = ctx.settings
     listed: list[Listed] = []
-    paginator = res.s3.get_paginator("list_objects_v2")
+    paginator = ctx.s3.get_paginator("list_objects_v2")
     async for page in paginator.paginate(Bucket=settings.s3_bucket_name, Prefix=settings.storage_upload_prefix):
         for obj in page.get("Contents", []):
             listed.append(Listed(key=obj["Key"], size=int(obj.get("Size", 0)),
@@ -163,12 +164,12 @@ async def list_uploads(res: resources.Resources) -> list[Listed]:
     return listed
 
 
-async def _resolve_keyless(res: resources.Resources, record: ObjectCreated) -> None:
+async def _resolve_keyless(ctx: WorkerContext, record: ObjectCreated) -> None:
     """A notification without a key (versitygw's POST uploads): the recent uploads with its ETag and size."""
-    settings = res.settings
+    settings = ctx.settings
     since = utcnow() - timedelta(seconds=settings.storage_reconcile_lookback_seconds)
     try:
-        listed = await list_uploads(res)
+        listed = await list_uploads(ctx)
     except Exception as exc:  # S3 unavailable: the reconciliation pass will find the upload
         storage_events_total.labels(outcome="failed").inc()
         log.warning("listing uploads for a keyless notification failed: %s", type(exc).__name__)
@@ -179,18 +180,18 @@ async def _resolve_keyless(res: resources.Resources, record: ObjectCreated) -> N
             job_id = job_for(settings, record.bucket, obj.key)
         except RefusedEvent:
             continue
-        await trigger(res, job_id, obj.key, obj.size, record.event_time, via="notification")
+        await trigger(ctx, job_id, obj.key, obj.size, record.event_time, via="notification")
     if not matches:
         storage_events_total.labels(outcome="unmatched").inc()
         log.info("keyless notification etag=%s size=%s matched no recent upload", record.etag, record.size)
 
 
-async def reconcile(res: resources.Resources) -> list[str]:
+async def reconcile(ctx: WorkerContext) -> list[str]:
     """Queue the recent uploads whose job still waits for them; returns the job ids queued."""
-    settings = res.settings
+    settings = ctx.settings
     now = utcnow()
     candidates: dict[str, Listed] = {}
-    for obj in await list_uploads(res):
+    for obj in await list_uploads(ctx):
         age = (now - obj.last_modified).total_seconds()
         if obj.size == 0 or not settings.storage_reconcile_min_age_seconds <= age <= \
                 settings.storage_reconcile_lookback_seconds:
@@ -199,13 +200,13 @@ async def reconcile(res: resources.Resources) -> list[str]:
             candidates[job_for(settings, settings.s3_bucket_name, obj.key)] = obj
         except RefusedEvent:
             continue
-    waiting = await job_claims.issued_jobs(res.redis, list(candidates))
+    waiting = await job_claims.issued_jobs(ctx.redis, list(candidates))
     queued = []
     for job_id, job in waiting.items():
         if job.state != job_claims.AWAITING_UPLOAD:
             continue
         obj = candidates[job_id]
-        if await trigger(res, job_id, obj.key, obj.size, obj.last_modified, via="reconciliation"):
+        if await trigger(ctx, job_id, obj.key, obj.size, obj.last_modified, via="reconciliation"):
             queued.append(job_id)
     if queued:
         storage_reconciled_total.inc(len(queued))
@@ -214,18 +215,14 @@ async def reconcile(res: resources.Resources) -> list[str]:
     return queued
 
 
-_last_pass = 0.0
-
-
 @app.timer(interval=RECONCILE_TICK_SECONDS, on_leader=True)
 async def reconcile_uploads() -> None:
-    global _last_pass
-    res = await resources.ready()
-    interval = res.settings.storage_reconcile_interval_seconds
-    if interval <= 0 or time.monotonic() - _last_pass < interval:
+    ctx = await app.context.ready()
+    interval = ctx.settings.storage_reconcile_interval_seconds
+    if interval <= 0 or time.monotonic() - ctx.timers.reconcile_last_pass < interval:
         return
-    _last_pass = time.monotonic()
+    ctx.timers.reconcile_last_pass = time.monotonic()
     try:
-        await reconcile(res)
+        await reconcile(ctx)
     except Exception as exc:  # S3 or Redis unavailable: the next pass tries again
         log.warning("reconciliation pass failed: %s: %s", type(exc).__name__, exc)

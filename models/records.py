@@ -107,7 +107,8 @@ class ImageHashed(_Event):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     # SHA-256 of the bytes that were hashed: classify shows the model these bytes or none (None in older events).
     sha256: str | None = None
-    # Downscaled JPEG (base64) for the model, only when VISION_IMAGE_MODE=data_url; a few tens of KB.
+    # No longer written or read: classify makes the model's thumbnail itself, on a miss. The field stays so the
+    # events keep their shape (``"thumbnail_b64": null``); the in-flight table never stores it.
     thumbnail_b64: str | None = None
     # Set by dedupe when a near-duplicate's model call is under way: the event is re-sent keyed by that call's
     # pHash, so the dedupe step of its partition adds this job to the call's waiters. ``near_hops`` counts the
@@ -135,6 +136,34 @@ class VisionRequest(_Event):
     # The photo's packed ORB features (base64, a few KB), computed by dedupe's reframed lookup: classify posts
     # them in the reframed index when the call succeeds (streams/reframed_index.py). None: not indexed.
     reframed_features: str | None = None
+
+    def of_group(self, app_id: str) -> bool:
+        """Asked for by the worker group ``app_id`` (the owning job's group, see :meth:`ImageHashed.of_group`)."""
+        return self.job.of_group(app_id)
+
+
+# --- waste.dedupe.maintenance (key = phash) -------------------------------------------------------------------
+
+
+class MaintenanceCommand(StrEnum):
+    """What the dedupe step's timers ask the partition of a pHash to do; on the wire, the value's bytes as they are
+    (``b"expire"``...), as before this type existed."""
+
+    EXPIRE = "expire"  # the table's answer is past CACHE_TTL_SECONDS: delete it
+    INVALIDATE = "invalidate"  # an operator invalidated the answer: delete the table's copy
+    INFLIGHT = "inflight"  # the model call looks lost: re-issue it (or give up after three tries)
+
+    def to_bytes(self) -> bytes:
+        return self.value.encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> MaintenanceCommand | None:
+        """The command, or None for a value that is none of them."""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            return cls(text or "")
+        except ValueError:
+            return None
 
 
 # --- cache entry (Redis value and Faust table value) ----------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The app is declared without a broker: settings are read from the environment when Faust configures the app
 (on first use of ``app.conf``), never at import time, so tests and tools can choose them first with
-:func:`use_settings`. Agents live in ``agents/`` and are found by autodiscovery; nothing imports them.
+``app.context.use_settings``. ``app.context`` holds the worker's one :class:`streams.context.WorkerContext`
+(settings, clients, indexes, state), opened by :class:`WorkerContextService` when the worker starts. Agents live in
+``agents/`` and are found by autodiscovery; nothing imports them.
 """
 
 from __future__ import annotations
@@ -15,36 +17,36 @@ import faust
 from mode import Service
 
 from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
-from streams import faust_fixes, kafka_security, logs, resources, vision
+from streams import faust_fixes, kafka_security, logs, topics, vision
+from streams.context import ContextSlot, open_context
 
 log = logging.getLogger(__name__)
 
-faust_fixes.apply()  # never commit past an event still in progress (see streams/faust_fixes.py)
 
-_settings: Settings | None = None
-
-
-def use_settings(settings: Settings) -> None:
-    """Choose the settings before the app is configured (tests, benchmarks, tools)."""
-    global _settings
-    _settings = settings
-
-
-def settings() -> Settings:
-    global _settings
-    if _settings is None:
-        loaded = load_settings()
-        try:
-            check_secrets(loaded)  # a worker started from the environment: refuse guessable secrets
-        except InsecureSettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        _settings = loaded
-    return _settings
+def _settings_from_environment() -> Settings:
+    loaded = load_settings()
+    try:
+        check_secrets(loaded)  # a worker started from the environment: refuse guessable secrets
+    except InsecureSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return loaded
 
 
-app = faust.App(
+class WorkerApp(faust.App):
+    """The Faust app, and the slot of the worker's context (``app.context``)."""
+
+    def __init__(self, *args: Any, context: ContextSlot, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.context = context
+
+
+# Never commit past an event still in progress; refuses another faust-streaming version (streams/faust_fixes.py).
+faust_fixes.apply()
+
+app = WorkerApp(
     "waste-analysis",
+    context=ContextSlot(_settings_from_environment),
     autodiscover=["agents"],
     origin="streams",
     # Keys and values are bytes we encode ourselves: the topics are wire contracts (see models/records.py).
@@ -54,8 +56,8 @@ app = faust.App(
 
 
 @app.on_configured.connect  # type: ignore[arg-type]
-def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
-    s = settings()
+def _apply_settings(app: WorkerApp, conf: Any, **kwargs: Any) -> None:
+    s = app.context.settings()
     # Refuse to start rather than fail every cache miss with the endpoint's 400 (streams/vision.py).
     vision.check_request_contract()
     conf.id = s.app_id
@@ -82,18 +84,20 @@ def _apply_settings(app: faust.App, conf: Any, **kwargs: Any) -> None:
 
 
 @app.service
-class PipelineResources(Service):
-    """Owns the long-lived clients (HTTP, S3, Redis, OpenAI) and the hashing executor."""
+class WorkerContextService(Service):
+    """Opens the worker's context (clients, indexes, state over the app's tables) on start, closes it on stop."""
 
     async def on_start(self) -> None:
-        logs.install(settings().log_format)  # escape control characters; LOG_FORMAT=json for JSON lines
-        self._ctx = resources.open_resources(settings())
-        resources.install(await self._ctx.__aenter__())
-        log.info("pipeline resources open (settings: %s)", _redacted(settings()))
+        settings = app.context.settings()
+        logs.install(settings.log_format)  # escape control characters; LOG_FORMAT=json for JSON lines
+        self._opened = open_context(settings, results_table=app.tables[topics.RESULTS_TABLE],  # type: ignore[arg-type]
+                                    inflight_table=app.tables[topics.INFLIGHT_TABLE])  # type: ignore[arg-type]
+        app.context.install(await self._opened.__aenter__())
+        log.info("worker context open (settings: %s)", _redacted(settings))
 
     async def on_stop(self) -> None:
-        resources.install(None)
-        await self._ctx.__aexit__(None, None, None)
+        app.context.install(None)
+        await self._opened.__aexit__(None, None, None)
 
 
 def _redacted(s: Settings) -> str:

@@ -22,11 +22,6 @@ from streams import metrics
 # The tiers a result can come from without a model call: every CacheInfo.source but "model".
 SAVING_TIERS = tuple(source.value for source in CacheSource if source is not CacheSource.MODEL)
 
-_lock = threading.Lock()
-_paid_calls = 0
-_paid_dollars = 0.0
-
-
 def call_dollars(settings: Settings, prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * settings.model_price_input_per_1m_tokens
             + completion_tokens * settings.model_price_output_per_1m_tokens) / 1_000_000
@@ -48,32 +43,34 @@ def record_billed(settings: Settings, prompt_tokens: int, completion_tokens: int
     return dollars
 
 
-def record_answered_call(dollars: float) -> None:
-    """A model call that produced a classification, all its attempts together."""
-    global _paid_calls, _paid_dollars
-    metrics.model_call_cost_dollars.observe(dollars)
-    with _lock:
-        _paid_calls += 1
-        _paid_dollars += dollars
+class CostLedger:
+    """What this worker paid per answered call: the mean prices a saving whose call's cost was not recorded.
 
+    One per worker (its context owns it, and its vision client records into it); tests make their own.
+    """
 
-def mean_call_dollars() -> float | None:
-    with _lock:
-        return _paid_dollars / _paid_calls if _paid_calls else None
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paid_calls = 0
+        self._paid_dollars = 0.0
 
+    def record_answered_call(self, dollars: float) -> None:
+        """A model call that produced a classification, all its attempts together."""
+        metrics.model_call_cost_dollars.observe(dollars)
+        with self._lock:
+            self._paid_calls += 1
+            self._paid_dollars += dollars
 
-def record_saved(source: str, reused_call_dollars: float | None) -> float | None:
-    """A result from ``source`` reused a call that cost ``reused_call_dollars`` (None: not recorded)."""
-    if source not in SAVING_TIERS:
-        return None
-    dollars = reused_call_dollars if reused_call_dollars is not None else mean_call_dollars()
-    if dollars is None:
-        return None
-    metrics.model_saved_dollars_total.labels(source=source).inc(dollars)
-    return dollars
+    def mean_call_dollars(self) -> float | None:
+        with self._lock:
+            return self._paid_dollars / self._paid_calls if self._paid_calls else None
 
-
-def _reset_for_tests() -> None:
-    global _paid_calls, _paid_dollars
-    with _lock:
-        _paid_calls, _paid_dollars = 0, 0.0
+    def record_saved(self, source: str, reused_call_dollars: float | None) -> float | None:
+        """A result from ``source`` reused a call that cost ``reused_call_dollars`` (None: not recorded)."""
+        if source not in SAVING_TIERS:
+            return None
+        dollars = reused_call_dollars if reused_call_dollars is not None else self.mean_call_dollars()
+        if dollars is None:
+            return None
+        metrics.model_saved_dollars_total.labels(source=source).inc(dollars)
+        return dollars

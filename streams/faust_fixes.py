@@ -1,4 +1,9 @@
-"""A correction to faust-streaming 0.15.3, applied when :mod:`streams.app` is imported.
+"""A correction to faust-streaming 0.15.3, applied where the app is built (:mod:`streams.app`).
+
+Upstream: https://github.com/faust-streaming/faust/issues/606 ("Wrong offset commit in case of gaps", open; the
+fix proposed for it, faust-streaming/faust pull request 707, is not released). :func:`apply` refuses any other
+faust-streaming version: a release may have changed ``_new_offset`` (or fixed it), and replacing it blindly
+could undo that. Check the upstream code, then update :data:`FOR_VERSION` (or drop this module).
 
 ``Consumer._new_offset`` decides how far to commit a partition from the offsets its agents acknowledged. With
 an agent's concurrency above 1 (``fetch_and_hash`` runs 8, ``classify`` 32) events finish out of order, and
@@ -13,10 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import faust
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
-_applied = False
+FOR_VERSION = "0.15.3"  # the faust-streaming release whose Consumer._new_offset this replaces
+
+
+class UnexpectedFaustVersion(RuntimeError):
+    """The installed faust-streaming is not the release the correction was written for."""
 
 
 def _new_offset(self: Any, tp: Any) -> int | None:
@@ -50,8 +60,12 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     return batch[-1] + 1
 
 
-def apply() -> None:
-    global _applied
-    if not _applied:
-        Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-        _applied = True
+def apply(installed: str = faust.__version__) -> None:
+    """Install the corrected ``Consumer._new_offset`` (idempotent); raise on another faust-streaming version."""
+    if installed != FOR_VERSION:
+        raise UnexpectedFaustVersion(
+            f"streams/faust_fixes.py corrects faust-streaming {FOR_VERSION}'s Consumer._new_offset (commits past "
+            f"events still in progress: https://github.com/faust-streaming/faust/issues/606), but "
+            f"faust-streaming {installed} is installed. Check whether that release fixed it or changed "
+            f"_new_offset, then update FOR_VERSION or remove the correction.")
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]

@@ -39,11 +39,9 @@ The price of one slot: the whole index lives on one master (docs/SCALING.md has 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -107,10 +105,6 @@ def layout_tag(model_version: str, layout: Layout) -> str:
     return hashlib.sha1(f"{model_version}|m{layout.chunks}".encode()).hexdigest()[:8]
 
 
-def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
 # --- lookups --------------------------------------------------------------------------------------------------
 
 
@@ -130,6 +124,21 @@ class NearMatch:
 
 
 MISS = NearMatch(NearKind.MISS)
+
+
+class NearIndex(Protocol):
+    """What the worker needs of the index: :class:`RedisNearIndex` (tests/doubles.py has one in memory)."""
+
+    @property
+    def max_distance(self) -> int: ...
+
+    async def lookup(self, phash: str, *, claim: bool, pending: bool = True, results: bool = True) -> NearMatch: ...
+
+    async def add(self, entry: CachedClassification) -> None: ...
+
+    async def claim(self, phash: str) -> None: ...
+
+    async def release(self, phash: str) -> None: ...
 
 # Popcount of a 32-bit XOR with LuaBitOp (Redis ships it as ``bit``); the subtraction may go negative, which the
 # following bit.band folds back modulo 2^32, and every intermediate value stays far inside the doubles' 2^51.
@@ -324,125 +333,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class LocalNearIndex:
-    """The same index in this process's memory, with the same chunks, claims and expiry.
-
-    For tests without Redis and for single-process tools; entries are read through ``get_entry`` (the exact
-    cache), as the Redis script reads ``cache:image:hash:{phash}``. Not shared: never use it with two workers.
-    """
-
-    def __init__(self, get_entry: Callable[[str], Awaitable[CachedClassification | None]], *, max_distance: int,
-                 model_version: str, ttl_seconds: int, claim_ttl_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.layout = layout_for(max_distance)
-        self.model_version = model_version
-        self.tag = layout_tag(model_version, self.layout)
-        self.ttl_seconds = ttl_seconds
-        self.claim_ttl_seconds = claim_ttl_seconds
-        self.clock = clock
-        self.get_entry = get_entry
-        self.sets: dict[str, dict[str, float]] = {}  # key -> member -> expiry
-        self.jobs: dict[str, str] = {}
-
-    @property
-    def max_distance(self) -> int:
-        return self.layout.max_distance
-
-    def result_keys(self, phash: str) -> list[str]:
-        return chunk_keys(INDEX_PREFIX, self.tag, phash, self.layout)
-
-    def pending_keys(self, phash: str) -> list[str]:
-        return chunk_keys(PENDING_PREFIX, self.tag, phash, self.layout)
-
-    def _near(self, keys: list[str], phash: str, *, skip_self: bool) -> list[tuple[str, int]]:
-        now = self.clock()
-        found: dict[str, int] = {}
-        for key in keys:
-            members = self.sets.get(key)
-            if members is None:
-                continue
-            for member in [m for m, exp in members.items() if exp <= now]:
-                del members[member]
-            if not members:
-                del self.sets[key]
-            for member in members:
-                if member not in found and not (skip_self and member == phash):
-                    found[member] = hamming(member, phash)
-        return sorted(((h, d) for h, d in found.items() if d <= self.max_distance), key=lambda hd: hd[1])
-
-    def _put(self, key: str, member: str, expiry: float) -> None:
-        self.sets.setdefault(key, {})[member] = expiry
-
-    async def lookup(self, phash: str, *, claim: bool, pending: bool = True, results: bool = True) -> NearMatch:
-        if results:
-            for member, distance in self._near(self.result_keys(phash), phash, skip_self=False):
-                entry = await self.get_entry(member)
-                if entry is not None and entry.model_version == self.model_version:
-                    return NearMatch(NearKind.NEAR, member, distance, entry)
-        if pending:
-            claims = self._near(self.pending_keys(phash), phash, skip_self=True)
-            if claims:
-                return NearMatch(NearKind.PENDING, claims[0][0], claims[0][1])
-        if claim:
-            await self.claim(phash)
-            return NearMatch(NearKind.CLAIMED)
-        return MISS
-
-    async def add(self, entry: CachedClassification) -> None:
-        expiry = self.clock() + self.ttl_seconds
-        self._near(self.result_keys(entry.phash), entry.phash, skip_self=False)  # trims, as the script does
-        for key in self.result_keys(entry.phash):
-            self._put(key, entry.phash, expiry)
-        await self.release(entry.phash)
-        self.jobs[entry.job_id] = entry.phash
-
-    async def claim(self, phash: str) -> None:
-        for key in self.pending_keys(phash):
-            self._put(key, phash, self.clock() + self.claim_ttl_seconds)
-
-    async def release(self, phash: str) -> None:
-        for key in self.pending_keys(phash):
-            members = self.sets.get(key, {})
-            members.pop(phash, None)
-            if not members:
-                self.sets.pop(key, None)
-
-    def member_count(self) -> int:
-        """Members in live sets. A set whose latest member has expired is gone, as Redis's EXPIREAT makes it."""
-        now = self.clock()
-        for key in [k for k, members in self.sets.items() if max(members.values(), default=0) <= now]:
-            del self.sets[key]
-        return sum(len(m) for m in self.sets.values())
-
-
-NearIndex = RedisNearIndex | LocalNearIndex
-
-
 def redis_index(redis: Redis, settings: Settings, *, prefix: str = "") -> RedisNearIndex:
     return RedisNearIndex(redis, max_distance=settings.near_duplicate_max_distance,
                           model_version=settings.model_version, ttl_seconds=settings.cache_ttl_seconds,
                           claim_ttl_seconds=settings.inflight_timeout_seconds, prefix=prefix)
-
-
-_current: tuple[object, NearIndex] | None = None
-
-
-def for_resources(res: Any) -> NearIndex:
-    """The index of the worker's resources, built once per :class:`streams.resources.Resources`.
-
-    Tests that install resources without Redis (``redis=None``) get a :class:`LocalNearIndex` over their cache.
-    """
-    global _current
-    if _current is not None and _current[0] is res:
-        return _current[1]
-    settings: Settings = res.settings
-    index: NearIndex
-    if res.redis is None:
-        index = LocalNearIndex(res.cache.get, max_distance=settings.near_duplicate_max_distance,
-                               model_version=settings.model_version, ttl_seconds=settings.cache_ttl_seconds,
-                               claim_ttl_seconds=settings.inflight_timeout_seconds)
-    else:
-        index = redis_index(res.redis, settings)
-    _current = (res, index)
-    return index
-

@@ -6,12 +6,11 @@ failures also go to the dead-letter topic with the original event, so an operato
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from models.errors import ErrorCode
@@ -24,12 +23,16 @@ from models.records import (
     FetchInfo,
     ImageHashed,
     JobStatus,
+    VisionRequest,
     utcnow,
 )
-from streams import cost, metrics, resources
+from streams import metrics
 from streams.channels import analysis_results_topic, dead_letter_topic
+from streams.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+GroupEvent = TypeVar("GroupEvent", ImageHashed, VisionRequest)
 
 # result:published:{app_id}:{job_id}: per worker group, so two deployments on one broker each answer a job.
 PUBLISHED_PREFIX = "result:published:"
@@ -59,7 +62,8 @@ def failed_result(job_id: str, code: ErrorCode, message: str, *, key: str | None
     )
 
 
-async def publish_result(result: AnalysisResult, *, reused: CachedClassification | None = None) -> None:
+async def publish_result(ctx: WorkerContext, result: AnalysisResult, *,
+                         reused: CachedClassification | None = None) -> None:
     """Publish the job's terminal result, unless this worker group already did.
 
     ``reused``: the cached answer a cache hit reuses; its call's cost counts as saved for the result's tier.
@@ -67,69 +71,31 @@ async def publish_result(result: AnalysisResult, *, reused: CachedClassification
     Kafka delivers at least once: after a crash or a rebalance, events are processed again from the last
     committed offset, and each would publish its job's result again. A marker per job in Redis lets the replay
     skip them. It is set once the broker has acknowledged the result (``send`` only buffers it): a crash in
-    between can cost a duplicate, never a result.
+    between can cost a duplicate, never a result. Until then the process remembers the job (``ctx.published``):
+    a second request for the same pHash (a redelivery) could answer the same job in that window.
     """
-    res = await resources.ready()
-    marker = f"{PUBLISHED_PREFIX}{res.settings.app_id}:{result.job_id}"
-    # Results of this process whose marker is not written yet (it is, once the broker has acknowledged them): a
-    # second request for the same pHash (a redelivery) can answer the same job in that window.
-    if (res.redis is not None and result.job_id in _published_here) or await _redis_call(res, "exists", marker):
+    marker = f"{PUBLISHED_PREFIX}{ctx.settings.app_id}:{result.job_id}"
+    if result.job_id in ctx.published or await _redis_call(ctx, "exists", marker):
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
         return
     delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
-    if res.redis is not None:
-        _remember_published(result.job_id, delivery)
-        _mark_when_delivered(res, delivery, marker, result.job_id)
+    ctx.published.remember(result.job_id, delivery)
+    ctx.published.mark_when_delivered(delivery, result.job_id, lambda: _redis_call(
+        ctx, "set", marker, b"1", ex=ctx.settings.result_dedup_ttl_seconds))
     metrics.results_total.labels(status=result.status.value,
                                  source=result.cache.source.value if result.cache else "none").inc()
     if reused is not None and result.cache is not None and result.cache.hit:
-        cost.record_saved(result.cache.source.value, reused.cost_usd)
+        ctx.cost.record_saved(result.cache.source.value, reused.cost_usd)
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
 
 
-# Jobs this process published whose marker is not written yet (bounded): the marker is the record once it exists.
-_published_here: collections.OrderedDict[str, None] = collections.OrderedDict()
-PUBLISHED_HERE_MAX = 100_000
-
-
-def _remember_published(job_id: str, delivery: Any) -> None:
-    _published_here[job_id] = None
-    _published_here.move_to_end(job_id)
-    while len(_published_here) > PUBLISHED_HERE_MAX:
-        _published_here.popitem(last=False)
-    if isinstance(delivery, asyncio.Future):  # refused by the broker: no marker follows, a replay may publish
-        delivery.add_done_callback(
-            lambda f: _published_here.pop(job_id, None) if f.cancelled() or f.exception() is not None else None)
-
-
-# Marker writes under way (a task nobody holds a reference to may be collected before it runs).
-_marking: set[asyncio.Future[Any]] = set()
-
-
-def _mark_when_delivered(res: resources.Resources, delivery: Any, marker: str, job_id: str) -> None:
-    def mark(_: Any = None) -> None:
-        task = asyncio.ensure_future(_redis_call(res, "set", marker, b"1", ex=res.settings.result_dedup_ttl_seconds))
-        _marking.add(task)
-        task.add_done_callback(_marking.discard)
-        # Written (or Redis failed, which the marker path tolerates anyway): the marker decides from now on.
-        task.add_done_callback(lambda _: _published_here.pop(job_id, None))
-
-    if not isinstance(delivery, asyncio.Future):  # already delivered (or a test double)
-        mark()
-        return
-    # Not awaited here: the agent goes on at once; the marker follows the broker's acknowledgement.
-    delivery.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else mark())
-
-
-async def _redis_call(res: resources.Resources, command: str, *args: Any, **kwargs: Any) -> Any:
-    """One Redis command for the result markers; without Redis (or when it fails) results are still published."""
-    if res.redis is None:
-        return None
+async def _redis_call(ctx: WorkerContext, command: str, *args: Any, **kwargs: Any) -> Any:
+    """One Redis command for the result markers; when Redis fails, results are still published."""
     try:
-        return await getattr(res.redis, command)(*args, **kwargs)
+        return await getattr(ctx.redis, command)(*args, **kwargs)
     except RedisError as exc:
         log.warning("result marker %s failed (%s): a redelivered event may publish a duplicate", command, exc)
         return None
@@ -148,3 +114,24 @@ async def dead_letter_undecodable(event: Any, *, stage: str, topic: str, error: 
     await dead_letter(job_id=None, code=ErrorCode.INTERNAL_ERROR, message=f"bad {stage} event: {error}",
                       stage=stage, topic=topic, partition=event.message.partition, offset=event.message.offset,
                       original=event.value)
+
+
+async def read_event(ctx: WorkerContext, event: Any, model: type[GroupEvent], *, stage: str,
+                     topic: str) -> GroupEvent | None:
+    """An internal event of this worker group, or None: dead-lettered when it does not parse, skipped when another
+    group made it (the internal topics have fixed names; that group answers it, see ImageHashed.origin)."""
+    try:
+        parsed = model.model_validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter_undecodable(event, stage=stage, topic=topic, error=exc)
+        return None
+    return parsed if parsed.of_group(ctx.settings.app_id) else None
+
+
+async def fail_quietly(ctx: WorkerContext, job: ImageHashed, exc: Exception) -> None:
+    """Fail ``job`` with INTERNAL_ERROR after a bug; a broker that cannot take the result is only logged."""
+    try:
+        await publish_result(ctx, failed_result(job.job_id, ErrorCode.INTERNAL_ERROR, type(exc).__name__,
+                                                key=job.key, image_url=job.image_url, fetch=job.fetch))
+    except Exception:  # the broker is unreachable: nothing more this agent can do for the job
+        log.exception("job_id=%s: could not publish its failure", job.job_id)

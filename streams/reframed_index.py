@@ -27,8 +27,9 @@ import struct
 import time
 import zlib
 from collections import Counter
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -36,9 +37,6 @@ from models.records import CachedClassification
 from models.settings import Settings
 from streams import reframed
 from streams.imaging import ImageLimits, content_digest
-
-if TYPE_CHECKING:
-    from streams.resources import Resources
 
 WORD_PREFIX = "cache:image:rfw:"
 FEATURES_PREFIX = "cache:image:rff:"
@@ -63,6 +61,18 @@ class Candidate:
     phash: str
     votes: int
     features: reframed.Features
+
+
+class ReframedIndex(Protocol):
+    """What the worker needs of the index: :class:`RedisReframedIndex` (tests/doubles.py has one in memory)."""
+
+    async def add(self, phash: str, blob: bytes, word_list: list[int]) -> None: ...
+
+    async def votes(self, word_list: list[int]) -> Counter[str]: ...
+
+    async def features(self, ids: list[str]) -> list[tuple[str, bytes]]: ...
+
+    async def delete(self, phash: str) -> None: ...
 
 
 class RedisReframedIndex:
@@ -135,55 +145,6 @@ def rule_from_settings(settings: Settings) -> reframed.Rule:
                          max_angle_degrees=settings.reframed_max_angle_degrees)
 
 
-class LocalReframedIndex:
-    """The same index in memory, for resources without Redis (the agent tests)."""
-
-    def __init__(self, *, ttl_seconds: int, word_cap: int = 32) -> None:
-        self._ttl = ttl_seconds
-        self._cap = word_cap
-        self.words: dict[int, dict[str, float]] = {}
-        self.blobs: dict[str, tuple[str, bytes, float]] = {}
-
-    async def add(self, phash: str, blob: bytes, word_list: list[int]) -> None:
-        expiry = time.time() + self._ttl
-        self.blobs[phash[:ID_HEX]] = (phash, blob, expiry)
-        for word in word_list:
-            members = self.words.setdefault(word, {})
-            members[phash[:ID_HEX]] = expiry
-            for stale in sorted(members, key=members.__getitem__)[:-self._cap]:
-                del members[stale]
-
-    async def votes(self, word_list: list[int]) -> Counter[str]:
-        now = time.time()
-        return Counter(m for word in word_list for m, at in self.words.get(word, {}).items() if at > now)
-
-    async def features(self, ids: list[str]) -> list[tuple[str, bytes]]:
-        now = time.time()
-        return [(p, b) for p, b, at in (self.blobs.get(i, ("", b"", 0.0)) for i in ids) if at > now]
-
-    async def delete(self, phash: str) -> None:
-        self.blobs.pop(phash[:ID_HEX], None)
-
-
-_current: tuple[object, RedisReframedIndex | LocalReframedIndex] | None = None
-
-
-def for_resources(res: Resources) -> RedisReframedIndex | LocalReframedIndex:
-    """The index of the worker's resources (built once per Resources); in memory when they have no Redis."""
-    global _current
-    if _current is not None and _current[0] is res:
-        return _current[1]
-    settings = res.settings
-    index: RedisReframedIndex | LocalReframedIndex
-    if res.redis is None:
-        index = LocalReframedIndex(ttl_seconds=settings.cache_ttl_seconds, word_cap=settings.reframed_word_cap)
-    else:
-        index = RedisReframedIndex(res.redis, model_version=settings.model_version,
-                                   ttl_seconds=settings.cache_ttl_seconds, word_cap=settings.reframed_word_cap)
-    _current = (res, index)
-    return index
-
-
 def _verify_all(query: reframed.Query, blobs: list[tuple[str, bytes]], rule: reframed.Rule
                 ) -> list[tuple[str, reframed.Verdict]]:
     """Verify candidates in order until one is accepted (runs in the executor)."""
@@ -200,36 +161,57 @@ def _verify_all(query: reframed.Query, blobs: list[tuple[str, bytes]], rule: ref
     return out
 
 
-async def lookup(res: Resources, *, bucket: str, key: str, sha256: str | None, phash: str) -> ReframedMatch:
-    """Re-fetch the upload (the CDN has it), compute its features off the event loop, and look for a cached photo
-    it is a reframed copy of. Raises RedisError / PipelineError / aiohttp errors: the caller treats them as a miss."""
-    settings = res.settings
-    loop = asyncio.get_running_loop()
-    started = time.monotonic()
-    fetched = await res.fetcher.fetch(bucket, key)
-    if sha256 is not None and await loop.run_in_executor(res.executor, content_digest, fetched.data) != sha256:
-        return ReframedMatch()  # the object changed after it was hashed: no features of other bytes
-    fetch_ms = (time.monotonic() - started) * 1000
-    started = time.monotonic()
-    query, stored = await loop.run_in_executor(res.executor, functools.partial(
-        reframed.features_of_bytes, fetched.data, limits=ImageLimits.from_settings(settings)))
-    blob = reframed.pack(stored)
-    features_ms = (time.monotonic() - started) * 1000
-    started = time.monotonic()
-    index = for_resources(res)
-    votes = await index.votes(reframed.query_words(query))
-    votes.pop(phash[:ID_HEX], None)
-    ids = [id_ for id_, n in votes.most_common(settings.reframed_candidates) if n >= MIN_VOTES]
-    blobs = await index.features(ids)
-    redis_ms = (time.monotonic() - started) * 1000
-    started = time.monotonic()
-    verdicts = await loop.run_in_executor(res.executor, _verify_all, query, blobs, rule_from_settings(settings))
-    timings = {"fetch": round(fetch_ms, 2), "features": round(features_ms, 2), "index": round(redis_ms, 2),
-               "verify": round((time.monotonic() - started) * 1000, 2)}
-    for matched, verdict in verdicts:
-        if verdict.accepted:
-            entry = await res.cache.get(matched)  # checks the model version; None when expired or invalidated
-            if entry is not None:
-                return ReframedMatch(entry, verdict, blob, len(verdicts), timings)
-    best = max((v for _, v in verdicts), key=lambda v: (v.inliers, v.correlation), default=None)
-    return ReframedMatch(None, best, blob, len(verdicts), timings)
+class ReframedTier:
+    """The lookup the dedupe step makes when the pHash tiers missed, over the worker's index and clients."""
+
+    def __init__(self, index: ReframedIndex, *, fetcher: Any, cache: Any, executor: Executor,
+                 settings: Settings) -> None:
+        self.index = index
+        self._fetcher = fetcher
+        self._cache = cache
+        self._executor = executor
+        self._settings = settings
+
+    async def lookup(self, *, bucket: str, key: str, sha256: str | None, phash: str) -> ReframedMatch:
+        """Re-fetch the upload (the CDN has it), compute its features off the event loop, and look for a cached
+        photo it is a reframed copy of. Raises RedisError / PipelineError / aiohttp errors: the caller treats them
+        as a miss."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        fetched = await self._fetcher.fetch(bucket, key)
+        if sha256 is not None and await loop.run_in_executor(self._executor, content_digest, fetched.data) != sha256:
+            return ReframedMatch()  # the object changed after it was hashed: no features of other bytes
+        timings = {"fetch": _ms_since(started)}
+        started = time.monotonic()
+        query, stored = await loop.run_in_executor(self._executor, functools.partial(
+            reframed.features_of_bytes, fetched.data, limits=ImageLimits.from_settings(self._settings)))
+        blob = reframed.pack(stored)
+        timings["features"] = _ms_since(started)
+        started = time.monotonic()
+        blobs = await self._candidates(query, phash)
+        timings["index"] = _ms_since(started)
+        started = time.monotonic()
+        verdicts = await loop.run_in_executor(self._executor, _verify_all, query, blobs,
+                                              rule_from_settings(self._settings))
+        timings["verify"] = _ms_since(started)
+        return await self._accepted(verdicts, blob, timings)
+
+    async def _candidates(self, query: reframed.Query, phash: str) -> list[tuple[str, bytes]]:
+        votes = await self.index.votes(reframed.query_words(query))
+        votes.pop(phash[:ID_HEX], None)
+        ids = [id_ for id_, n in votes.most_common(self._settings.reframed_candidates) if n >= MIN_VOTES]
+        return await self.index.features(ids)
+
+    async def _accepted(self, verdicts: list[tuple[str, reframed.Verdict]], blob: bytes,
+                        timings: dict[str, float]) -> ReframedMatch:
+        for matched, verdict in verdicts:
+            if verdict.accepted:
+                entry = await self._cache.get(matched)  # checks the model version; None when expired or invalidated
+                if entry is not None:
+                    return ReframedMatch(entry, verdict, blob, len(verdicts), timings)
+        best = max((v for _, v in verdicts), key=lambda v: (v.inliers, v.correlation), default=None)
+        return ReframedMatch(None, best, blob, len(verdicts), timings)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 2)

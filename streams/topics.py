@@ -17,6 +17,10 @@ STORAGE_EVENTS = "waste.storage.events"  # key object key (or none); the bucket'
 ALL_TOPICS = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, ANALYSIS_RESULTS, DEAD_LETTER, DEDUPE_MAINTENANCE,
               STORAGE_EVENTS)
 
+# The dedupe step's Faust tables (streams/tables.py); their changelogs are "{APP_ID}-{name}-changelog".
+RESULTS_TABLE = "results-by-phash"
+INFLIGHT_TABLE = "inflight-by-phash"
+
 # The topics a worker's consumer group reads (it writes the results and dead-letter topics, and upload-complete
 # events for the storage notifications it turns into jobs).
 WORKER_SOURCES = (UPLOADS_COMPLETED, IMAGES_HASHED, VISION_REQUESTS, DEDUPE_MAINTENANCE, STORAGE_EVENTS)

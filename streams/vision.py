@@ -82,8 +82,10 @@ class _Bill:
 
 
 class VisionClient:
-    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None,
+                 ledger: cost.CostLedger | None = None) -> None:
         self._settings = settings
+        self.ledger = ledger or cost.CostLedger()
         self._client = client or AsyncOpenAI(
             api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url,
@@ -107,7 +109,7 @@ class VisionClient:
             try:
                 async with self._slots:
                     classification, answered_by = await self._call_once(image_url, bill)
-                cost.record_answered_call(bill.dollars)
+                self.ledger.record_answered_call(bill.dollars)
                 return VisionAnswer(classification, attempt, (time.monotonic() - started) * 1000, answered_by,
                                     cost_usd=bill.dollars)
             except _Retryable as exc:

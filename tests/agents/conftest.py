@@ -13,9 +13,10 @@ from models.classification import WasteCategory, WasteClassification
 from models.errors import ErrorCode, PipelineError
 from models.records import CachedClassification
 from models.settings import Settings
-from streams import resources, tables
+from streams.context import WorkerContext
 from streams.fetch import FetchedImage
 from streams.vision import VisionAnswer
+from tests.doubles import FakeRedis, LocalNearIndex, LocalReframedIndex
 
 
 @dataclass
@@ -82,6 +83,8 @@ class FakeFetcher:
             raise PipelineError(ErrorCode.IMAGE_NOT_FOUND, key)
         return FetchedImage(data, FetchInfo(source=FetchSource.CDN, cdn_cache="miss", bytes=len(data)))
 
+    fetch_patiently = fetch
+
     fetch_patiently = fetch  # no outage to wait out here (tests/unit/test_fetch_retry.py covers the retries)
 
 
@@ -95,38 +98,59 @@ class Harness:
     hashed: SentTo
     requests: SentTo
     dead_letters: SentTo
+    executor: Any = None
+    redis: FakeRedis = field(default_factory=FakeRedis)
+    results_table: dict[str, Any] = field(default_factory=dict)
+    inflight_table: dict[str, Any] = field(default_factory=dict)
+    ctx: WorkerContext = field(init=False)
 
     def results_by_job(self) -> dict[str, dict[str, Any]]:
         return {v["job_id"]: v for v in self.results.values()}
+
+    def reconfigure(self, **overrides: Any) -> WorkerContext:
+        """A new context with these settings over the same fakes and tables (new indexes, as a restarted worker
+        with these settings would build); installed as the worker's."""
+        from streams.app import app
+
+        self.settings = Settings(_env_file=None, **{**AGENT_TEST_SETTINGS, **overrides})  # type: ignore[arg-type]
+        self.cache.model_version = self.settings.model_version
+        self.ctx = WorkerContext.assemble(
+            self.settings, fetcher=self.fetcher, cache=self.cache, vision=self.vision, redis=self.redis,
+            executor=self.executor, results_table=self.results_table, inflight_table=self.inflight_table,
+            near=LocalNearIndex(self.cache.get, max_distance=self.settings.near_duplicate_max_distance,
+                                model_version=self.settings.model_version,
+                                ttl_seconds=self.settings.cache_ttl_seconds,
+                                claim_ttl_seconds=self.settings.inflight_timeout_seconds),
+            reframed=LocalReframedIndex(ttl_seconds=self.settings.cache_ttl_seconds,
+                                        word_cap=self.settings.reframed_word_cap))
+        app.context.install(self.ctx)
+        return self.ctx
+
+
+# Agent tests name their objects freely; the API's key scheme is tested in tests/unit/test_upload_checks.py.
+# The reframed tier is off here: the fake fetcher serves one photo for every made-up key, which that tier would
+# (rightly) call one picture; tests/agents/test_reframed.py turns it on with photos of their own.
+AGENT_TEST_SETTINGS: dict[str, Any] = {"upload_key_pattern": r"[a-z0-9/_.-]+", "reframed_match": False}
 
 
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     from concurrent.futures import ThreadPoolExecutor
 
-    import agents.classify
     import agents.dedupe
     import agents.fetch_hash
-    import streams.app
     import streams.outcomes
+    from streams.app import app
 
-    # Agent tests name their objects freely; the API's key scheme is tested in tests/unit/test_upload_checks.py.
-    # The reframed tier is off here: the fake fetcher serves one photo for every made-up key, which that tier would
-    # (rightly) call one picture; tests/agents/test_reframed.py turns it on with photos of their own.
-    settings = Settings(_env_file=None, upload_key_pattern=r"[a-z0-9/_.-]+",  # type: ignore[call-arg]
-                        reframed_match=False)
-    monkeypatch.setattr(streams.app, "_settings", settings)
+    settings = Settings(_env_file=None, **AGENT_TEST_SETTINGS)  # type: ignore[arg-type]
+    executor = ThreadPoolExecutor(2)
     h = Harness(settings, FakeCache(settings.model_version), FakeVision(), FakeFetcher(), SentTo(), SentTo(),
-                SentTo(), SentTo())
-    monkeypatch.setattr(tables, "results_by_phash", {})
-    monkeypatch.setattr(tables, "inflight_by_phash", {})
+                SentTo(), SentTo(), executor=executor)
+    h.reconfigure()
     monkeypatch.setattr(streams.outcomes, "analysis_results_topic", h.results)
     monkeypatch.setattr(streams.outcomes, "dead_letter_topic", h.dead_letters)
     monkeypatch.setattr(agents.fetch_hash, "images_hashed_topic", h.hashed)
     monkeypatch.setattr(agents.dedupe, "vision_requests_topic", h.requests)
-    executor = ThreadPoolExecutor(2)
-    resources.install(resources.Resources(settings=settings, fetcher=h.fetcher, cache=h.cache,  # type: ignore[arg-type]
-                                          vision=h.vision, redis=None, executor=executor))  # type: ignore[arg-type]
     yield h
-    resources.install(None)
+    app.context.install(None)
     executor.shutdown()

@@ -53,10 +53,10 @@ async def test_an_unexpected_error_in_dedupe_fails_that_job_and_the_agent_goes_o
 
     real = agents.dedupe.deduplicate
 
-    async def buggy(job):  # type: ignore[no-untyped-def]
+    async def buggy(ctx, job):  # type: ignore[no-untyped-def]
         if job.job_id == "bad":
             raise KeyError("a bug")
-        await real(job)
+        await real(ctx, job)
 
     monkeypatch.setattr(agents.dedupe, "deduplicate", buggy)
     async with dedupe.test_context() as agent:
@@ -77,9 +77,7 @@ async def test_a_job_whose_model_request_could_not_be_sent_is_not_failed_twice(h
     async with dedupe.test_context() as agent:
         event = hashed("owner")
         await agent.put(key=event.phash, value=event.to_bytes())
-    from streams import tables
-
-    assert tables.get_inflight(event.phash).owner.job_id == "owner"  # type: ignore[union-attr]
+    assert harness.ctx.calls.entry(event.phash).owner.job_id == "owner"  # type: ignore[union-attr]
     assert not harness.results.messages
 
 

@@ -43,8 +43,9 @@ def test_lag_is_what_the_group_has_not_committed() -> None:
 
 
 def test_partitions_handed_to_another_worker_stop_being_reported() -> None:
-    publish_lags({(topics.IMAGES_HASHED, 0): 7, (topics.IMAGES_HASHED, 1): 3})
+    reported: set[tuple[str, str]] = set()
+    publish_lags({(topics.IMAGES_HASHED, 0): 7, (topics.IMAGES_HASHED, 1): 3}, reported)
     assert (lag(topics.IMAGES_HASHED, 0), lag(topics.IMAGES_HASHED, 1)) == (7, 3)
-    publish_lags({(topics.IMAGES_HASHED, 1): 0})
+    publish_lags({(topics.IMAGES_HASHED, 1): 0}, reported)
     assert lag(topics.IMAGES_HASHED, 0) is None and lag(topics.IMAGES_HASHED, 1) == 0
-    publish_lags({})
+    publish_lags({}, reported)

@@ -8,7 +8,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agents.dedupe import deduplicate
-from streams import tables
 from tests.agents.conftest import Harness
 from tests.agents.test_dedupe_classify import hashed, run_requests
 
@@ -29,11 +28,11 @@ async def test_each_tier_saves_the_cost_of_the_call_it_reuses(harness: Harness,
     monkeypatch.setattr(harness.vision, "classify", billed)
     before = {s: saved(s) for s in ("inflight", "table", "redis", "model")}
     for i in range(3):  # one pays, two wait on its call
-        await deduplicate(hashed(f"burst-{i}"))
+        await deduplicate(harness.ctx, hashed(f"burst-{i}"))
     await run_requests(harness)
-    await deduplicate(hashed("again"))  # this partition's table
-    tables.results_by_phash.clear()
-    await deduplicate(hashed("elsewhere"))  # the shared cache
+    await deduplicate(harness.ctx, hashed("again"))  # this partition's table
+    harness.results_table.clear()
+    await deduplicate(harness.ctx, hashed("elsewhere"))  # the shared cache
     delta = {s: saved(s) - before[s] for s in before}
     assert delta["inflight"] == pytest.approx(2 * CALL_COST)
     assert delta["table"] == pytest.approx(CALL_COST)

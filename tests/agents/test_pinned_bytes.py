@@ -23,13 +23,13 @@ def hashed(job_id: str, data: bytes) -> ImageHashed:
 async def run_requests(h: Harness) -> None:
     while h.requests.messages:
         _, value = h.requests.messages.pop(0)
-        await answer_request(VisionRequest.model_validate_json(value))
+        await answer_request(h.ctx, VisionRequest.model_validate_json(value))
 
 
 async def test_an_object_replaced_after_hashing_fails_and_is_not_classified(harness: Harness) -> None:
     hashed_bytes, replacement = samples.photo_bytes(20), samples.photo_bytes(21)
     harness.fetcher.objects["uploads/owner"] = replacement
-    await deduplicate(hashed("owner", hashed_bytes))
+    await deduplicate(harness.ctx, hashed("owner", hashed_bytes))
     await run_requests(harness)
     result = harness.results_by_job()["owner"]
     assert result["status"] == "failed" and result["error"]["code"] == "IMAGE_CHANGED"
@@ -40,8 +40,8 @@ async def test_an_object_replaced_after_hashing_fails_and_is_not_classified(harn
 async def test_a_waiter_with_the_hashed_bytes_is_shown_instead(harness: Harness) -> None:
     hashed_bytes = samples.photo_bytes(22)
     harness.fetcher.objects.update({"uploads/owner": samples.photo_bytes(23), "uploads/waiter": hashed_bytes})
-    await deduplicate(hashed("owner", hashed_bytes))
-    await deduplicate(hashed("waiter", hashed_bytes))
+    await deduplicate(harness.ctx, hashed("owner", hashed_bytes))
+    await deduplicate(harness.ctx, hashed("waiter", hashed_bytes))
     await run_requests(harness)
     results = harness.results_by_job()
     assert results["owner"]["error"]["code"] == "IMAGE_CHANGED"
@@ -54,6 +54,6 @@ async def test_a_waiter_with_the_hashed_bytes_is_shown_instead(harness: Harness)
 async def test_unchanged_bytes_are_classified(harness: Harness) -> None:
     data = samples.photo_bytes(24)
     harness.fetcher.objects["uploads/owner"] = data
-    await deduplicate(hashed("owner", data))
+    await deduplicate(harness.ctx, hashed("owner", data))
     await run_requests(harness)
     assert harness.results_by_job()["owner"]["status"] == "done" and len(harness.vision.calls) == 1

@@ -8,7 +8,7 @@ on the same board pays for its own call; the tier switched off pays for every re
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -17,9 +17,7 @@ from PIL import Image
 from agents.classify import answer_request
 from agents.dedupe import deduplicate
 from models.records import FetchInfo, FetchSource, ImageHashed, VisionRequest
-from models.settings import Settings
-from streams import resources
-from streams.imaging import content_digest, hash_image, hamming_distance
+from streams.imaging import content_digest, hamming_distance, hash_image
 from tests.agents.conftest import Harness
 from tools.evaluate_reframed import VARIANTS
 from tools.photos import sample_photos
@@ -34,20 +32,9 @@ def _jpeg(path) -> bytes:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def tier_on(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Settings]]:
-    import streams.app
-
-    def apply(**overrides: object) -> Settings:
-        settings = Settings(_env_file=None, upload_key_pattern=r"[a-z0-9/_.-]+", **overrides)  # type: ignore[call-arg]
-        monkeypatch.setattr(streams.app, "_settings", settings)
-        current = resources._holder._resources
-        assert current is not None
-        resources.install(resources.Resources(settings=settings, fetcher=current.fetcher, cache=current.cache,
-                                              vision=current.vision, redis=None, executor=current.executor))
-        harness.settings = settings
-        return settings
-
-    yield apply
+def tier_on(harness: Harness) -> Callable[..., object]:
+    """A worker context with other settings over the same fakes and tables."""
+    return harness.reconfigure
 
 
 def upload(h: Harness, job_id: str, data: bytes) -> ImageHashed:
@@ -62,14 +49,14 @@ def upload(h: Harness, job_id: str, data: bytes) -> ImageHashed:
 async def run_requests(h: Harness) -> None:
     while h.requests.messages:
         _, value = h.requests.messages.pop(0)
-        await answer_request(VisionRequest.model_validate_json(value))
+        await answer_request(h.ctx, VisionRequest.model_validate_json(value))
 
 
 async def test_reframed_copies_are_answered_from_the_photos_cached_result(harness: Harness, tier_on) -> None:  # type: ignore[no-untyped-def]
     tier_on(reframed_match=True)
     original = _jpeg(TRASHNET[5])
     first = upload(harness, "first", original)
-    await deduplicate(first)
+    await deduplicate(harness.ctx, first)
     request = VisionRequest.model_validate_json(harness.requests.messages[0][1])
     assert request.reframed_features  # computed by the lookup, indexed by classify when the call succeeds
     await run_requests(harness)
@@ -78,7 +65,7 @@ async def test_reframed_copies_are_answered_from_the_photos_cached_result(harnes
     for variant in ("crop5o", "rot-3", "mirror", "screenshot-dark"):
         job = upload(harness, variant, VARIANTS[variant](image))
         assert hamming_distance(job.phash, first.phash) > 12  # a miss for both pHash tiers
-        await deduplicate(job)
+        await deduplicate(harness.ctx, job)
         result = harness.results_by_job()[variant]
         assert result["status"] == "done", result
         cache = result["cache"]
@@ -91,10 +78,10 @@ async def test_reframed_copies_are_answered_from_the_photos_cached_result(harnes
 
 async def test_a_different_photo_on_the_same_board_pays_for_its_call(harness: Harness, tier_on) -> None:  # type: ignore[no-untyped-def]
     tier_on(reframed_match=True)
-    await deduplicate(upload(harness, "first", _jpeg(TRASHNET[5])))
+    await deduplicate(harness.ctx, upload(harness, "first", _jpeg(TRASHNET[5])))
     await run_requests(harness)
     for n, path in enumerate(TRASHNET[6:10]):
-        await deduplicate(upload(harness, f"other-{n}", _jpeg(path)))
+        await deduplicate(harness.ctx, upload(harness, f"other-{n}", _jpeg(path)))
         await run_requests(harness)
         assert harness.results_by_job()[f"other-{n}"]["cache"]["source"] == "model"
     assert len(harness.vision.calls) == 5
@@ -103,9 +90,10 @@ async def test_a_different_photo_on_the_same_board_pays_for_its_call(harness: Ha
 async def test_with_the_tier_off_a_reframed_copy_pays(harness: Harness, tier_on) -> None:  # type: ignore[no-untyped-def]
     tier_on(reframed_match=False)
     original = _jpeg(TRASHNET[5])
-    await deduplicate(upload(harness, "first", original))
+    await deduplicate(harness.ctx, upload(harness, "first", original))
     await run_requests(harness)
-    await deduplicate(upload(harness, "mirror", VARIANTS["mirror"](Image.open(io.BytesIO(original)).convert("RGB"))))
+    mirror = VARIANTS["mirror"](Image.open(io.BytesIO(original)).convert("RGB"))
+    await deduplicate(harness.ctx, upload(harness, "mirror", mirror))
     assert VisionRequest.model_validate_json(harness.requests.messages[0][1]).reframed_features is None
     await run_requests(harness)
     assert harness.results_by_job()["mirror"]["cache"]["source"] == "model" and len(harness.vision.calls) == 2

@@ -31,6 +31,7 @@ from models.records import AnalysisResult, CachedClassification, JobStatus
 from streams import redis_client
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.cache import ResultCache
+from streams.imaging import hamming_distance as hamming
 from streams.imaging import hash_image
 from streams.invalidation import invalidate
 from streams.near_index import (
@@ -39,7 +40,6 @@ from streams.near_index import (
     JOB_PREFIX,
     NearKind,
     RedisNearIndex,
-    hamming,
 )
 from tools.kit import Simulator
 

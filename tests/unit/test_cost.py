@@ -55,13 +55,12 @@ async def test_a_retried_cut_answer_is_billed_too(client: AsyncOpenAI, control: 
 
 
 def test_savings_are_the_reused_calls_cost_and_fall_back_to_the_mean() -> None:
-    cost._reset_for_tests()
+    ledger = cost.CostLedger()
     before = sample("waste_model_saved_dollars_total", {"source": "redis"})
-    assert cost.record_saved("redis", None) is None  # no price known yet: nothing is made up
-    assert cost.record_saved("redis", 0.003) == 0.003
-    cost.record_answered_call(0.002)
-    cost.record_answered_call(0.004)
-    assert cost.record_saved("redis", None) == pytest.approx(0.003)
-    assert cost.record_saved("model", 0.5) is None  # a paid call saved nothing
+    assert ledger.record_saved("redis", None) is None  # no price known yet: nothing is made up
+    assert ledger.record_saved("redis", 0.003) == 0.003
+    ledger.record_answered_call(0.002)
+    ledger.record_answered_call(0.004)
+    assert ledger.record_saved("redis", None) == pytest.approx(0.003)
+    assert ledger.record_saved("model", 0.5) is None  # a paid call saved nothing
     assert sample("waste_model_saved_dollars_total", {"source": "redis"}) - before == pytest.approx(0.006)
-    cost._reset_for_tests()

@@ -48,3 +48,12 @@ def test_commits_up_to_the_first_unfinished_event() -> None:
 
 def test_in_order_progress_commits_as_before() -> None:
     assert consumer(10, [10, 11, 12], in_progress=[])._new_offset(PARTITION) == 13
+
+
+def test_another_faust_version_is_refused_loudly() -> None:
+    import pytest
+
+    with pytest.raises(faust_fixes.UnexpectedFaustVersion, match="issues/606"):
+        faust_fixes.apply("0.16.0")
+    faust_fixes.apply(faust_fixes.FOR_VERSION)  # the version it was written for: installed (again)
+    assert Consumer._new_offset is faust_fixes._new_offset

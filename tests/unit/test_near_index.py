@@ -9,17 +9,10 @@ import pytest
 
 from models.classification import WasteCategory, WasteClassification
 from models.records import CachedClassification
-from streams import tables
-from streams.near_index import (
-    HASH_BITS,
-    LocalNearIndex,
-    NearKind,
-    chunk_keys,
-    chunk_values,
-    hamming,
-    layout_for,
-    layout_tag,
-)
+from streams.dedupe_state import ResultTable, Revocations
+from streams.imaging import hamming_distance as hamming
+from streams.near_index import HASH_BITS, NearKind, chunk_keys, chunk_values, layout_for, layout_tag
+from tests.doubles import LocalNearIndex
 
 T = 10
 
@@ -252,20 +245,20 @@ async def test_expired_members_are_dropped_and_the_index_does_not_grow() -> None
 # --- invalidated table copies ------------------------------------------------------------------------------------
 
 
-def test_a_revoked_table_entry_is_not_served(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_revoked_table_entry_is_not_served() -> None:
     import time
 
-    monkeypatch.setattr(tables, "results_by_phash", {})
-    monkeypatch.setattr(tables, "_revoked", {})
+    revocations = Revocations()
+    results = ResultTable({}, ttl_seconds=100, model_version="m|p1|t1", revocations=revocations)
     h = "5" * 64
-    tables.remember_result(entry(h))
-    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is not None
-    tables.revoke(h, time.time())
-    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is None
-    assert h not in tables.results_by_phash
+    results.remember(entry(h))
+    assert results.fresh(h) is not None
+    revocations.revoke(h, time.time())
+    assert results.fresh(h) is None
+    assert h not in results.table
     # A result stored after the invalidation is served again.
-    tables.remember_result(entry(h))
-    tables.results_by_phash[h]["stored_at"] = time.time() + 1
-    assert tables.fresh_result(h, ttl_seconds=100, model_version="m|p1|t1") is not None
-    tables.forget_revocations_before(time.time() + 10)
-    assert not tables._revoked
+    results.remember(entry(h))
+    results.table[h]["stored_at"] = time.time() + 1
+    assert results.fresh(h) is not None
+    revocations.forget_before(time.time() + 10)
+    assert not revocations

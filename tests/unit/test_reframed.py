@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from streams import reframed
 from streams.imaging import ImageLimits
-from streams.reframed_index import LocalReframedIndex
+from tests.doubles import LocalReframedIndex
 from tools.evaluate_reframed import VARIANTS, crop, rotate, screenshot
 from tools.photos import sample_photos
 
