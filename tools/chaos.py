@@ -2,14 +2,17 @@
 
     python -m tools.chaos                      # every fault; writes chaos/latest.json and the table in CHAOS.md
     python -m tools.chaos --only redis_restart worker_kill --photos 6
+    python -m tools.chaos --only broker_leader_kill   # one fault: its row replaces that row of the last report
 
 Everything runs on a private stack that this command starts and stops (``scripts/stack.sh`` with its own
-``STACK_DIR`` and ports, so the shared stack on the default ports is never touched): one Kafka broker, Redis
-(AOF), the S3 server, the CDN edge and the simulator, plus two workers in one consumer group. Each phase sends
-new photos (each as it is three times, re-encoded at quality 70 and resized to 80%: none byte-identical but the
-repeats), then one more re-encode of each photo of the previous phase (a near-duplicate of an answer cached before
-the fault: it should cost nothing), one upload-complete event every ``--pace`` seconds; it injects its fault a few
-seconds in, ends it, and waits for every job's result. Per phase it records:
+``STACK_DIR`` and ports, so the shared stack on the default ports is never touched): one Kafka broker, Redis (AOF),
+the S3 server, the CDN edge and the simulator, plus two workers in one consumer group. The phases that need a Kafka
+cluster (``broker_leader_kill``) run after the others on the same stack restarted with three brokers
+(``STACK_KAFKA_BROKERS=3``: replication factor 3, ``min.insync.replicas=2``, the workers' changelogs too). Each
+phase sends new photos (each as it is three times, re-encoded at quality 70 and resized to 80%: none byte-identical
+but the repeats), then one more re-encode of each photo of the previous phase (a near-duplicate of an answer cached
+before the fault: it should cost nothing), one upload-complete event every ``--pace`` seconds; it injects its fault
+a few seconds in, ends it, and waits for every job's result. Per phase it records:
 
 - ``unanswered``: jobs without a terminal result after ``--settle`` seconds (goal 0);
 - ``duplicates``: results beyond the first per job on the results topic (goal 0; the API keeps the first);
@@ -44,6 +47,7 @@ from PIL import Image
 
 from models.records import AnalysisResult, JobStatus, utcnow
 from models.settings import Settings
+from tools import kafka_cluster
 from tools import photos as photo_tools
 from tools.kafka_admin import start_group_at_end_blocking
 from tools.kit import Proc, ResultWatcher, Simulator, free_port, put_objects, start_worker, wait_until_partitions_held
@@ -53,6 +57,8 @@ HEALTHY_LATENCY_S = 5.0
 FAULT_AT_S = 6.0
 PORTS = {"KAFKA_PORT": 19092, "KAFKA_CONTROLLER_PORT": 19093, "REDIS_PORT": 16379, "S3_PORT": 17070,
          "CDN_PORT": 16081, "SIMULATOR_PORT": 18090, "STORAGE_EVENTS_PORT": 17071, "EDGE_EXPORTER_PORT": 19131}
+# The three-broker stack: its nodes' client and controller ports (the first are the single broker's).
+CLUSTER_PORTS = {"KAFKA_PORTS": "19092,19094,19096", "KAFKA_CONTROLLER_PORTS": "19093,19095,19097"}
 KEY_PATTERN = r"chaos/[a-z0-9-]{1,64}\.jpg"
 
 
@@ -60,10 +66,17 @@ KEY_PATTERN = r"chaos/[a-z0-9-]{1,64}\.jpg"
 
 
 class Stack:
-    def __init__(self, stack_dir: Path) -> None:
+    def __init__(self, stack_dir: Path, brokers: int = 1) -> None:
         self.dir = stack_dir
+        self.brokers = brokers
         self.env = {**os.environ, **{k: str(v) for k, v in PORTS.items()}, "STACK_DIR": str(stack_dir),
-                    "STACK_STORAGE_EVENTS": "0", "APP_ENV": "development"}
+                    "STACK_STORAGE_EVENTS": "0", "APP_ENV": "development", "STACK_KAFKA_BROKERS": str(brokers),
+                    **(CLUSTER_PORTS if brokers > 1 else {})}
+
+    @property
+    def bootstrap(self) -> str:
+        ports = CLUSTER_PORTS["KAFKA_PORTS"].split(",") if self.brokers > 1 else [str(PORTS["KAFKA_PORT"])]
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
 
     def prepare(self) -> None:
         """Reuse the shared stack's downloads (Kafka's jars, the S3 server's binary) instead of fetching them."""
@@ -98,7 +111,8 @@ def settings_for(stack: Stack, run: str) -> Settings:
     p = PORTS
     return Settings(  # type: ignore[call-arg]
         _env_file=None, app_env="development", app_id=f"waste-chaos-{run}", prompt_version=f"chaos-{run}",
-        kafka_bootstrap_servers=f"127.0.0.1:{p['KAFKA_PORT']}", redis_url=f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
+        kafka_bootstrap_servers=stack.bootstrap, topic_replication_factor=min(stack.brokers, 3),
+        redis_url=f"redis://127.0.0.1:{p['REDIS_PORT']}/0",
         s3_endpoint_url=f"http://127.0.0.1:{p['S3_PORT']}",
         cdn_base_url=f"http://127.0.0.1:{p['CDN_PORT']}/waste-images",
         openai_base_url=f"http://127.0.0.1:{p['SIMULATOR_PORT']}/v1", stack_dir=str(stack.dir),
@@ -174,6 +188,8 @@ class Phase:
     healthy_after_s: float = 0.0
     worst_wait_s: float = 0.0
     fault_duration_s: float = 0.0
+    brokers: int = 1
+    finished_at: str = ""
     notes: str = ""
 
 
@@ -259,7 +275,8 @@ class Suite:
         await asyncio.sleep(3.0)  # a duplicate arrives right after its first, if at all
         after = await self.sim_stats()
         phase = Phase(name=name, fault=name if fault else "none", photos=len(photos), earlier_photos=len(earlier),
-                      uploads=len(jobs), notes=notes)
+                      uploads=len(jobs), notes=notes, brokers=self.stack.brokers,
+                      finished_at=utcnow().isoformat(timespec="seconds"))
         phase.fault_duration_s = round(fault_end - fault_at, 1) if fault else 0.0
         phase.unanswered = len(jobs - self.stream.answers.keys())
         phase.duplicates = sum(len(self.stream.answers[j]) - 1 for j in jobs & self.stream.answers.keys())
@@ -352,6 +369,17 @@ async def broker_kill(suite: Suite) -> str:
     return "kill -9 of the (only) Kafka broker, back 30 s later"
 
 
+async def broker_leader_kill(suite: Suite) -> str:
+    """kill -9 the broker that leads most partitions of the three-broker cluster, start it again 30 s later."""
+    node, counts = await kafka_cluster.busiest_leader(suite.settings)
+    await asyncio.to_thread(kafka_cluster.kill_node, suite.stack.dir, node)
+    await asyncio.sleep(30)
+    await asyncio.to_thread(suite.stack.run, "up")  # starts the missing node only
+    in_sync = await kafka_cluster.wait_in_sync(suite.settings)
+    return (f"kill -9 of broker {node} of 3, the leader of {counts[node]} of {sum(counts.values())} partitions, "
+            f"back 30 s later; every replica in sync again {in_sync:.1f} s after it was up")
+
+
 async def model_storm(suite: Suite) -> str:
     await suite.sim.configure(rates={"429": 0.3, "500": 0.1}, retry_after_s=1)
     await asyncio.sleep(20)
@@ -373,8 +401,10 @@ FAULTS: dict[str, Fault | None] = {
     "baseline": None, "worker_kill": worker_kill, "worker_pause": worker_pause, "redis_restart": redis_restart,
     "redis_outage": redis_outage, "redis_wipe": redis_wipe,
     "edge_stop": edge_stop, "s3_stop": s3_stop, "model_storm": model_storm, "model_hang": model_hang,
-    "broker_kill": broker_kill,
+    "broker_kill": broker_kill, "broker_leader_kill": broker_leader_kill,
 }
+# Phases that need a Kafka cluster: they run on the stack restarted with this many brokers, after the others.
+BROKERS = {"broker_leader_kill": 3}
 
 
 # --- report ----------------------------------------------------------------------------------------------------
@@ -389,7 +419,10 @@ def table(phases: list[dict[str, Any]]) -> str:
     def failed(p: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in p["failed"].items()) or "0"
 
-    rows = [f"| {p['name']} | {p['uploads']} | {p['unanswered']} | {p['duplicates']} | {p['paid_calls']} / "
+    def name(p: dict[str, Any]) -> str:
+        return p["name"] + (f" ({p['brokers']} brokers)" if p.get("brokers", 1) > 1 else "")
+
+    rows = [f"| {name(p)} | {p['uploads']} | {p['unanswered']} | {p['duplicates']} | {p['paid_calls']} / "
             f"{p['photos']}{earlier(p)} | {p['model_requests']} | {failed(p)} | "
             f"{p['healthy_after_s']} s | {p['worst_wait_s']} s |" for p in phases]
     return head + "\n".join(rows) + "\n"
@@ -410,8 +443,11 @@ def write_report(report: dict[str, Any]) -> None:
     doc.write_text(text)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    stack = Stack(Path(args.stack_dir))
+async def run_group(args: argparse.Namespace, brokers: int, names: list[str],
+                    last: bool) -> tuple[Settings, list[dict[str, Any]]]:
+    """``names`` on the private stack with ``brokers`` Kafka brokers (started here, stopped after unless ``last`` and
+    ``--keep-stack``)."""
+    stack = Stack(Path(args.stack_dir), brokers)
     stack.prepare()
     await asyncio.to_thread(stack.run, "up")
     run = uuid.uuid4().hex[:8]
@@ -422,8 +458,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await suite.restore()
         async with suite.stream:
-            for name in args.only or list(FAULTS):
-                print(f"[chaos] {name} ...", flush=True)
+            for name in names:
+                print(f"[chaos] {name} ({brokers} broker{'s' if brokers > 1 else ''}) ...", flush=True)
                 phase = await suite.run_phase(name, FAULTS[name])
                 print(f"[chaos] {name}: {json.dumps(asdict(phase))}", flush=True)
                 phases.append(asdict(phase))
@@ -431,26 +467,59 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for w in suite.workers:
             w.stop()
-        if not args.keep_stack:
+        if not (args.keep_stack and last):
             await asyncio.to_thread(stack.run, "down")
+    return settings, phases
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    selected = args.only or list(FAULTS)
+    groups: dict[int, list[str]] = {}
+    for name in selected:
+        groups.setdefault(BROKERS.get(name, 1), []).append(name)
+    phases: list[dict[str, Any]] = []
+    settings: Settings | None = None
+    for i, (brokers, names) in enumerate(sorted(groups.items())):
+        settings, done = await run_group(args, brokers, names, last=i == len(groups) - 1)
+        phases += done
+    assert settings is not None
     base = next((p for p in phases if p["name"] == "baseline"), None)
     report = {
         "finished_at": utcnow().isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
-        "setup": {"workers": 2, "brokers": 1, "redis": "single, AOF everysec", "pace_s": args.pace,
+        "setup": {"workers": 2, "brokers": 1, "cluster_brokers": 3, "cluster_phases": sorted(BROKERS),
+                  "redis": "single, AOF everysec", "pace_s": args.pace,
                   "uploads_per_photo": 5, "session_timeout_s": settings.kafka_session_timeout_seconds,
                   "healthy_latency_s": HEALTHY_LATENCY_S, "fault_at_s": FAULT_AT_S},
         "phases": phases,
-        "goals": {
-            "unanswered": all(p["unanswered"] == 0 for p in phases),
-            "duplicates": all(p["duplicates"] == 0 for p in phases),
-            "worker_kill_within_20s": all(p["healthy_after_s"] <= 20 for p in phases
-                                          if p["name"] in ("worker_kill",)),
-            "redis_restart_at_most_5_more_calls": all(
-                p["paid_calls"] - p["photos"] <= (base["paid_calls"] - base["photos"] if base else 0) + 5
-                for p in phases if p["name"].startswith("redis_")),
-        },
     }
+    report["goals"] = goals(phases, base)
     return report
+
+
+def goals(phases: list[dict[str, Any]], base: dict[str, Any] | None) -> dict[str, bool]:
+    return {
+        "unanswered": all(p["unanswered"] == 0 for p in phases),
+        "duplicates": all(p["duplicates"] == 0 for p in phases),
+        "worker_kill_within_20s": all(p["healthy_after_s"] <= 20 for p in phases
+                                      if p["name"] in ("worker_kill",)),
+        "redis_restart_at_most_5_more_calls": all(
+            p["paid_calls"] - p["photos"] <= (base["paid_calls"] - base["photos"] if base else 0) + 5
+            for p in phases if p["name"].startswith("redis_")),
+    }
+
+
+def merge_into_last(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run of some phases (``--only``): its rows replace the same phases' rows of the last report, the other rows
+    stay (each row keeps its own ``finished_at``)."""
+    try:
+        last = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return report
+    fresh = {p["name"]: p for p in report["phases"]}
+    phases = [fresh.pop(p["name"], p) for p in last.get("phases", [])] + list(fresh.values())
+    base = next((p for p in phases if p["name"] == "baseline"), None)
+    return {**last, "finished_at": report["finished_at"], "machine": report["machine"],
+            "setup": {**last.get("setup", {}), **report["setup"]}, "phases": phases, "goals": goals(phases, base)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(main_async(args))
     print(table(report["phases"]))
     print(json.dumps(report["goals"]))
+    if args.only:
+        report = merge_into_last(report, ROOT / "chaos" / "latest.json")
     if not args.no_write:
         write_report(report)
     return 0
