@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,68 @@ def test_a_one_fault_run_replaces_only_its_row_of_the_last_report(tmp_path: Path
 def _write(path: Path, report: dict[str, object]) -> Path:
     path.write_text(json.dumps(report))
     return path
+
+
+# --- docker-compose.kafka3.yml: the three-broker override of docker-compose.kafka.yml --------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose_files() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both files as YAML, the override's Compose tags (``!override``, ``!reset``) read as their plain values."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    for tag in ("!override", "!reset"):
+        Loader.add_constructor(tag, lambda loader, node: (loader.construct_sequence(node)
+                                                          if isinstance(node, yaml.SequenceNode)
+                                                          else loader.construct_mapping(node)))
+    base = yaml.safe_load((ROOT / "docker-compose.kafka.yml").read_text())
+    override = yaml.load((ROOT / "docker-compose.kafka3.yml").read_text(), Loader=Loader)  # noqa: S506 - SafeLoader
+    return base, override
+
+
+def merged_service(base: dict[str, Any], override: dict[str, Any], name: str) -> dict[str, Any]:
+    """A service as Compose builds it from the two files: ``extends`` first, then the override's keys (mappings
+    merged, ports and volumes of a broker replaced: they are ``!override`` in the file)."""
+    svc = override["services"].get(name, {})
+    start = dict(base["services"]["kafka"]) if "extends" in svc else dict(base["services"].get(name, {}))
+    for key, value in svc.items():
+        if key == "extends":
+            continue
+        start[key] = {**start.get(key, {}), **value} if isinstance(value, dict) else value
+    return start
+
+
+def test_the_compose_override_runs_three_replicating_brokers() -> None:
+    base, override = compose_files()
+    brokers = {name: merged_service(base, override, name) for name in ("kafka", "kafka-2", "kafka-3")}
+    envs = {name: svc["environment"] for name, svc in brokers.items()}
+    assert sorted(int(env["KAFKA_NODE_ID"]) for env in envs.values()) == [1, 2, 3]
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs.values()}
+    assert voters == {"1@kafka:29093,2@kafka-2:29093,3@kafka-3:29093"}
+    for name, env in envs.items():
+        assert env["CLUSTER_ID"] == base["services"]["kafka"]["environment"]["CLUSTER_ID"]  # one cluster
+        assert f"SASL_PLAINTEXT://{name}:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3 and int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2
+        assert "localhost:19092" in brokers[name]["healthcheck"]["test"][1]
+    # Each broker on its own host port (loopback only), advertised as that port, and its own volume.
+    published = {name: svc["ports"] for name, svc in brokers.items()}
+    assert published == {"kafka": ["127.0.0.1:9092:9092"], "kafka-2": ["127.0.0.1:9094:9092"],
+                         "kafka-3": ["127.0.0.1:9096:9092"]}
+    for name, ports in published.items():
+        assert f"SASL_HOST://localhost:{ports[0].split(':')[1]}" in envs[name]["KAFKA_ADVERTISED_LISTENERS"]
+    volumes = [svc["volumes"][0].split(":")[0] for svc in brokers.values()]
+    assert len(set(volumes)) == 3 and set(volumes) - {"kafka-data"} <= override["volumes"].keys()
+    # Every client knows all three brokers and creates its topics replicated three times.
+    for name in ("kafka-acls", "kafka-init", "worker", "api"):
+        env = merged_service(base, override, name)["environment"]
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092,kafka-2:19092,kafka-3:19092", name
+        assert env["TOPIC_REPLICATION_FACTOR"] == "3", name
+    for name in ("kafka-acls", "kafka-init"):
+        depends = merged_service(base, override, name)["depends_on"]
+        assert all(depends[b] == {"condition": "service_healthy"} for b in brokers), (name, depends)
