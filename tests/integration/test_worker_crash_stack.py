@@ -20,6 +20,7 @@ from models.settings import Settings
 from tests import samples
 from tools.kit import (
     PipelineClient,
+    Simulator,
     free_port,
     start_worker,
     wait_until_pipeline_answers,
@@ -39,7 +40,8 @@ def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
 
 async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
     session = uuid.uuid4().hex[:8]
-    sim = await asyncio.to_thread(SIM_LATENCY_MS=str(MODEL_LATENCY_MS), SIM_LATENCY_JITTER_MS="100")
+    sim = await asyncio.to_thread(Simulator.start, SIM_LATENCY_MS=str(MODEL_LATENCY_MS),
+                                  SIM_LATENCY_JITTER_MS="100")
     simulator = sim.request
     settings = Settings(_env_file=None, app_id=f"waste-crash-{session}",  # type: ignore[call-arg]
                         openai_base_url=f"{sim.url}/v1",
