@@ -85,22 +85,8 @@ async def _refuse(exc: RefusedEvent, value: bytes, partition: int | None, offset
 async def trigger(ctx: WorkerContext, job_id: str, key: str, size: int | None,
                   uploaded_at: datetime | None, *, via: str) -> bool:
     """Publish the job's upload-complete event unless it was published already; True when this call did."""
-    redis = ctx.redis
-    try:
-        job = await job_claims.issued_job(redis, job_id)
-        outcome = _skip_reason(ctx, job, key, size)
-        if outcome is None and not await job_claims.claim(redis, job_id):
-            outcome = "duplicate"
-        if outcome is not None:
-            storage_events_total.labels(outcome=outcome).inc()
-            log.info("job_id=%s key=%s (%s): not queued: %s", job_id, key, via, outcome)
-            return False
-        assert job is not None
-        # Announce "queued" first, as upload-complete does: a fast pipeline must not overtake the state change.
-        await job_claims.set_state(redis, job_id, job_claims.QUEUED)
-    except RedisError as exc:  # nothing published: the next notification or the reconciliation pass retries
-        storage_events_total.labels(outcome="failed").inc()
-        log.warning("job_id=%s (%s): Redis unavailable, not queued: %s", job_id, via, exc)
+    job = await _claim(ctx, job_id, key, size, via=via)
+    if job is None:
         return False
     event = UploadCompleted(job_id=job_id, bucket=job.bucket, key=key, content_type=job.content_type,
                             size=size or None, uploaded_at=uploaded_at or utcnow())
@@ -111,20 +97,45 @@ async def trigger(ctx: WorkerContext, job_id: str, key: str, size: int | None,
         storage_events_total.labels(outcome="failed").inc()
         log.warning("job_id=%s (%s): publishing upload-complete failed (%s); released for a retry", job_id, via,
                     type(exc).__name__)
-        try:
-            await job_claims.set_state(redis, job_id, job_claims.AWAITING_UPLOAD)
-            await job_claims.release(redis, job_id)
-        except RedisError:
-            log.warning("job_id=%s: releasing the claim failed; it expires in %ss", job_id,
-                        job_claims.PENDING_CLAIM_SECONDS)
+        await _release(ctx, job_id)
         return False
     try:
-        await job_claims.confirm(redis, job_id)
+        await job_claims.confirm(ctx.redis, job_id)
     except RedisError as exc:  # the short claim expires; a later pass may queue the job again (deduplicated later)
         log.warning("job_id=%s: extending the claim failed: %s", job_id, exc)
     storage_events_total.labels(outcome="queued").inc()
     log.info("job_id=%s key=%s queued by %s (%s bytes)", job_id, key, via, size)
     return True
+
+
+async def _claim(ctx: WorkerContext, job_id: str, key: str, size: int | None, *,
+                 via: str) -> job_claims.IssuedJob | None:
+    """The issued job, with its publish claim taken and its state "queued"; None when it is not to be queued."""
+    try:
+        job = await job_claims.issued_job(ctx.redis, job_id)
+        outcome = _skip_reason(ctx, job, key, size)
+        if outcome is None and not await job_claims.claim(ctx.redis, job_id):
+            outcome = "duplicate"
+        if outcome is not None:
+            storage_events_total.labels(outcome=outcome).inc()
+            log.info("job_id=%s key=%s (%s): not queued: %s", job_id, key, via, outcome)
+            return None
+        # Announce "queued" first, as upload-complete does: a fast pipeline must not overtake the state change.
+        await job_claims.set_state(ctx.redis, job_id, job_claims.QUEUED)
+        return job
+    except RedisError as exc:  # nothing published: the next notification or the reconciliation pass retries
+        storage_events_total.labels(outcome="failed").inc()
+        log.warning("job_id=%s (%s): Redis unavailable, not queued: %s", job_id, via, exc)
+        return None
+
+
+async def _release(ctx: WorkerContext, job_id: str) -> None:
+    try:
+        await job_claims.set_state(ctx.redis, job_id, job_claims.AWAITING_UPLOAD)
+        await job_claims.release(ctx.redis, job_id)
+    except RedisError:
+        log.warning("job_id=%s: releasing the claim failed; it expires in %ss", job_id,
+                    job_claims.PENDING_CLAIM_SECONDS)
 
 
 def _skip_reason(ctx: WorkerContext, job: job_claims.IssuedJob | None, key: str,

@@ -1,4 +1,5 @@
-"""The near-duplicate index without Redis: chunk layout, the pigeonhole guarantee, claims, expiry, revocation."""
+"""The near-duplicate index without Redis: chunk layout, the pigeonhole guarantee, the behaviour suite on the
+in-memory double, claims and expiry on its clock, revocation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from streams.dedupe_state import ResultTable, Revocations
 from streams.imaging import hamming_distance as hamming
 from streams.near_index import HASH_BITS, NearKind, chunk_keys, chunk_values, layout_for, layout_tag
 from tests.doubles import LocalNearIndex
+from tests.near_index_behaviour import NearIndexBehaviour, Subject
 
 T = 10
 
@@ -126,73 +128,24 @@ def test_keys_name_the_version_and_layout() -> None:
     assert layout_tag("gpt-4o|p1|t1", layout) != layout_tag("gpt-4o|p1|t1", layout_for(12))
 
 
-# --- lookups ---------------------------------------------------------------------------------------------------
+# --- the behaviour suite every index passes (tests/near_index_behaviour.py), on the in-memory double ------------
 
 
-async def test_every_stored_hash_is_found_within_t_and_random_hashes_are_not() -> None:
-    rng = random.Random(3)
-    store, clock = Store(), Clock()
-    index = make_index(store, clock)
-    stored = [random_hash(rng) for _ in range(300)]
-    for h in stored:
-        await add(index, store, h)
-    for h in stored:
-        bits = rng.randint(0, T)
-        q = flip(h, rng.sample(range(HASH_BITS), bits))
-        match = await index.lookup(q, claim=False)
-        assert match.kind is NearKind.NEAR and match.phash == h and match.distance == bits
-        assert match.entry == store.entries[h]
-    for _ in range(300):
-        assert (await index.lookup(random_hash(rng), claim=False)).kind is NearKind.MISS
+class TestLocalNearIndex(NearIndexBehaviour):
+    @pytest.fixture
+    def subject(self) -> Subject:
+        store, clock = Store(), Clock()
+
+        async def put(e: CachedClassification) -> None:
+            store.entries[e.phash] = e
+
+        async def drop(phash: str) -> None:
+            store.entries.pop(phash, None)
+
+        return Subject(make=lambda version: make_index(store, clock, model_version=version), store=put, drop=drop)
 
 
-async def test_the_closest_result_wins() -> None:
-    store, clock = Store(), Clock()
-    index = make_index(store, clock)
-    h = "0" * 64
-    await add(index, store, flip(h, [1, 2, 3, 4, 5, 6]))
-    await add(index, store, flip(h, [100, 101]))
-    match = await index.lookup(h, claim=False)
-    assert match.phash == flip(h, [100, 101]) and match.distance == 2
-
-
-async def test_a_result_of_another_version_is_not_served() -> None:
-    store, clock = Store(), Clock()
-    old = make_index(store, clock, model_version="m|p1|t1")
-    new = make_index(store, clock, model_version="m|p2|t1")
-    h = "f" * 64
-    await add(old, store, h)
-    assert (await new.lookup(flip(h, [7]), claim=False)).kind is NearKind.MISS
-    # Same layout tag, but the cached entry itself was made by another version: not served either.
-    store.entries[h] = entry(h, model_version="m|p0|t1")
-    assert (await old.lookup(flip(h, [7]), claim=False)).kind is NearKind.MISS
-
-
-async def test_a_missing_entry_is_not_served() -> None:
-    store, clock = Store(), Clock()
-    index = make_index(store, clock)
-    h = "1" * 64
-    await add(index, store, h)
-    del store.entries[h]  # expired, evicted or invalidated in the exact cache
-    assert (await index.lookup(flip(h, [3]), claim=False)).kind is NearKind.MISS
-
-
-# --- claims -----------------------------------------------------------------------------------------------------
-
-
-async def test_a_claim_makes_near_duplicates_wait_until_the_result_lands() -> None:
-    store, clock = Store(), Clock()
-    index = make_index(store, clock)
-    owner = "2" * 64
-    near = flip(owner, [10, 20, 30])
-    assert (await index.lookup(owner, claim=True)).kind is NearKind.CLAIMED
-    waiting = await index.lookup(near, claim=True)
-    assert waiting.kind is NearKind.PENDING and waiting.phash == owner and waiting.distance == 3
-    # Its own claim never counts: the owner asking again claims again.
-    assert (await index.lookup(owner, claim=True)).kind is NearKind.CLAIMED
-    await add(index, store, owner)  # the result lands: the claim is dropped, the result is served
-    done = await index.lookup(near, claim=True)
-    assert done.kind is NearKind.NEAR and done.phash == owner
+# --- claims and expiry on the double's clock (the Redis index is checked on the stack) ----------------------------
 
 
 async def test_a_released_or_expired_claim_stops_holding_near_duplicates() -> None:
@@ -206,14 +159,6 @@ async def test_a_released_or_expired_claim_stops_holding_near_duplicates() -> No
     await index.lookup(owner, claim=True)
     clock.now += 11
     assert (await index.lookup(near, claim=False)).kind is NearKind.MISS
-
-
-async def test_claims_can_be_ignored() -> None:
-    store, clock = Store(), Clock()
-    index = make_index(store, clock)
-    owner = "4" * 64
-    await index.lookup(owner, claim=True)
-    assert (await index.lookup(flip(owner, [2]), claim=True, pending=False)).kind is NearKind.CLAIMED
 
 
 # --- expiry -----------------------------------------------------------------------------------------------------
