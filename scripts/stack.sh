@@ -583,10 +583,14 @@ kafka_format_once() {
         pid_is "$(read_pid "$name")" kafka.Kafka \
             && die "kafka: $name runs on storage that must be formatted again (new credentials or quorum): scripts/stack.sh kafka-down first"
     done
-    local cluster_id; cluster_id=$(kafka_cluster_id)
-    for i in "${!KAFKA_NAMES[@]}"; do
-        kafka_format_node "$i" "$cluster_id"
+    local cluster_id pid failed=0; cluster_id=$(kafka_cluster_id)
+    local -a pids=()
+    for i in "${!KAFKA_NAMES[@]}"; do   # in parallel: each format is a JVM start of its own
+        kafka_format_node "$i" "$cluster_id" &
+        pids+=($!)
     done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    (( failed == 0 )) || die "kafka storage format failed (see above)"
 }
 
 kafka_format_node() {  # kafka_format_node INDEX CLUSTER_ID
@@ -597,7 +601,7 @@ kafka_format_node() {  # kafka_format_node INDEX CLUSTER_ID
     mkdir -p "$dir"
     say "$name: formatting storage in $dir with SCRAM users ${KAFKA_PRINCIPALS[*]}"
     # The command line goes through a mode-600 argument file (java @file), so no password is ever in argv.
-    local args=$KAFKA_HOME/format.args pw arg rc=0 principal
+    local args=$KAFKA_HOME/format-$name.args pw arg rc=0 principal
     local -a scram=()
     for principal in "${KAFKA_PRINCIPALS[@]}"; do
         pw=$(kafka_password "$principal") || die "kafka: no password for $principal in $KAFKA_CREDENTIALS"
