@@ -4,7 +4,7 @@ Used by ``python -m tools.invalidate`` and by the API's operator endpoint. Only 
 ``cache:image:hash:{phash}``, its near-duplicate index memberships (under every layout and model version that
 indexed it), and the ``cache:job:{near}:{job_id}`` mapping are deleted, and the invalidation is recorded in
 ``cache:image:invalidated`` (pHash scored by time). Workers read that record every few seconds and stop serving
-the copies their Faust tables hold (see ``agents/dedupe.py``), so the next upload of the photo, or of a
+the copies their Faust tables hold (see ``agents/maintenance.py``), so the next upload of the photo, or of a
 near-duplicate, pays for a fresh model call.
 """
 

@@ -2,7 +2,7 @@
 on a single Redis and on a Redis Cluster run the same tests.
 
 Subclass :class:`NearIndexBehaviour` and give it a ``subject`` fixture returning a :class:`Subject`:
-tests/unit/test_near_index.py (in memory) and tests/integration/test_near_index_behaviour_stack.py (Redis).
+tests/unit/test_near_index.py (in memory) and tests/integration/test_index_behaviour_stack.py (Redis).
 """
 
 from __future__ import annotations

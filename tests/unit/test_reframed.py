@@ -5,7 +5,6 @@ distinct ones)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 import pytest
@@ -14,6 +13,7 @@ from PIL import Image, ImageOps
 from streams import reframed
 from streams.imaging import ImageLimits
 from tests.doubles import LocalReframedIndex
+from tests.reframed_index_behaviour import CAP, ReframedIndexBehaviour
 from tools.evaluate_reframed import VARIANTS, crop, rotate, screenshot
 from tools.photos import sample_photos
 
@@ -113,13 +113,9 @@ def test_packed_features_round_trip_and_stay_small(originals) -> None:  # type: 
     assert (back.width, back.height) == (stored.width, stored.height)
 
 
-def test_the_local_index_keeps_a_capped_word_list() -> None:
-    index = LocalReframedIndex(ttl_seconds=60, word_cap=3)
+class TestLocalReframedIndex(ReframedIndexBehaviour):
+    """The behaviour suite every reframed index passes (tests/reframed_index_behaviour.py), on the double."""
 
-    async def go() -> None:
-        for n in range(5):
-            await index.add(f"{n:02x}" * 32, b"blob", [7, 8])
-        votes = await index.votes([7, 8, 9])
-        assert len(votes) == 3 and set(votes.values()) == {2}  # the 3 latest, each sharing both words
-
-    asyncio.run(go())
+    @pytest.fixture
+    def index(self) -> LocalReframedIndex:
+        return LocalReframedIndex(ttl_seconds=60, word_cap=CAP)

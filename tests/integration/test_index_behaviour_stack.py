@@ -1,7 +1,8 @@
-"""The near-duplicate index's behaviour suite (tests/near_index_behaviour.py) on Redis: single and cluster.
+"""The index behaviour suites (tests/near_index_behaviour.py, tests/reframed_index_behaviour.py) on Redis: single
+and cluster.
 
-The same tests run on the in-memory double in tests/unit/test_near_index.py. Keys are namespaced by a per-test
-prefix and expire within a minute.
+The same tests run on the in-memory doubles in tests/unit/test_near_index.py and tests/unit/test_reframed.py.
+Keys are namespaced per test (a prefix, or a model version of its own) and expire within a minute.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from models.records import CachedClassification
 from streams import redis_client
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.near_index import RedisNearIndex
+from streams.reframed_index import RedisReframedIndex
 from tests.near_index_behaviour import NearIndexBehaviour, Subject, T
+from tests.reframed_index_behaviour import CAP, ReframedIndexBehaviour
 
 pytestmark = pytest.mark.stack
 
@@ -44,3 +47,9 @@ class TestRedisNearIndex(NearIndexBehaviour):
             await redis.delete(prefix + ENTRY_PREFIX + phash)
 
         return Subject(make=make, store=store, drop=drop)
+
+
+class TestRedisReframedIndex(ReframedIndexBehaviour):
+    @pytest.fixture
+    def index(self, redis: Any) -> RedisReframedIndex:
+        return RedisReframedIndex(redis, model_version=f"test-{uuid.uuid4().hex}", ttl_seconds=60, word_cap=CAP)
