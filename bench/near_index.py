@@ -35,18 +35,16 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from models.classification import WasteCategory, WasteClassification
-from models.records import CachedClassification
 from models.settings import Settings
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.imaging import hash_image
 from streams.near_index import NearKind, RedisNearIndex
 from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit.hashes import cached_entry, flip, random_hash
 
 # KEYS: m chunk keys per hash, hash after hash. ARGV: m, expiry (epoch s), then the hashes.
 BULK_LUA = """
@@ -73,25 +71,6 @@ return page[1]
 BATCH = 200
 QUERIES = 2000
 TTL = 3600
-
-
-def _random_hash(rng: random.Random) -> str:
-    return f"{rng.getrandbits(256):064x}"
-
-
-def _flip(phash: str, bits: int, rng: random.Random) -> str:
-    value = int(phash, 16)
-    for b in rng.sample(range(256), bits):
-        value ^= 1 << b
-    return f"{value:064x}"
-
-
-def _entry(phash: str, model_version: str) -> CachedClassification:
-    return CachedClassification(
-        phash=phash, model_version=model_version, job_id=f"bench-{phash[:12]}", created_at=datetime.now(UTC),
-        classification=WasteClassification(category=WasteCategory.GLASS, item_name="jar", recyclable=True,
-                                           disposal_instructions="rinse", confidence=0.9),
-    )
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -124,8 +103,8 @@ async def _used_memory(redis: Redis) -> int:
 async def _measure(redis: Redis, index: RedisNearIndex, cached: list[str], sample: list[str],
                    rng: random.Random) -> dict[str, Any]:
     misses, nears, found, candidates = [], [], 0, []
-    queries = [_random_hash(rng) for _ in range(QUERIES)]
-    near_queries = [(h, _flip(h, rng.randint(1, index.max_distance), rng)) for h in
+    queries = [random_hash(rng) for _ in range(QUERIES)]
+    near_queries = [(h, flip(h, rng.randint(1, index.max_distance), rng)) for h in
                     (rng.choice(sample) for _ in range(QUERIES))]
     for q in queries[:20]:  # warm the connection and the script cache
         await index.lookup(q, claim=False)
@@ -172,13 +151,14 @@ async def run(sizes: list[int], *, max_distance: int, redis_url: str, seed: int 
         sample: list[str] = []
         for size in sorted(sizes):
             started = time.monotonic()
-            new = [_random_hash(rng) for _ in range(size - len(cached))]
+            new = [random_hash(rng) for _ in range(size - len(cached))]
             await _bulk_load(redis, index, new)
             cached.extend(new)
             # Entries (what a near hit returns) for a sample of the cached hashes; the others need only the index.
             async with redis.pipeline(transaction=False) as pipe:
                 for h in new[:1000]:
-                    pipe.set(prefix + ENTRY_PREFIX + h, _entry(h, model_version).to_bytes(), ex=TTL)
+                    entry = cached_entry(h, model_version, f"bench-{h[:12]}")
+                    pipe.set(prefix + ENTRY_PREFIX + h, entry.to_bytes(), ex=TTL)
                 await pipe.execute()
             sample.extend(new[:1000])
             load_s = time.monotonic() - started

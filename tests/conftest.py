@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from models.settings import Settings
 from tools import kit
-from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit import Pipeline, Simulator, free_port, running_pipeline
 
 
 @pytest.fixture
@@ -36,14 +34,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed and "pipeline" in getattr(item, "fixturenames", ()):
         for worker in kit.STARTED:
             report.sections.append((f"worker log {worker.log_path.name}", worker.log_digest()))
-
-
-@dataclass
-class Pipeline:
-    settings: Settings
-    client: PipelineClient
-    worker: Proc
-    simulator: Simulator
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +63,5 @@ def pipeline() -> Iterator[Pipeline]:
     simulator = Simulator()  # the stack's
     simulator.call("POST", "/_sim/reset")
     simulator.call("POST", "/_sim/config", {"latency_ms": 300, "jitter_ms": 50})
-    worker = start_worker(settings)
-    client = PipelineClient(settings)
-    try:
-        asyncio.run(wait_until_pipeline_answers(client, worker))
-        yield Pipeline(settings, client, worker, simulator)
-    finally:
-        worker.stop()
+    with running_pipeline(settings, simulator=simulator) as running:
+        yield running

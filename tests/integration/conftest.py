@@ -6,6 +6,7 @@ Names start with ``stack_`` so they never shadow fixtures of other test modules 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,3 +86,29 @@ async def stack_http() -> AsyncIterator[Any]:
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+@pytest.fixture
+def stack_scratch_redis_url(stack_any_redis_url: str, stack_redis_kind: str) -> str:
+    """Scratch space for tests of Redis code: database 15 of the single Redis, or the cluster (it has only db 0)."""
+    return stack_any_redis_url if stack_redis_kind == "cluster" else stack_any_redis_url.rsplit("/", 1)[0] + "/15"
+
+
+@pytest.fixture
+async def stack_scratch_redis(stack_scratch_redis_url: str) -> AsyncIterator[Any]:
+    from streams import redis_client
+
+    client = await redis_client.open_client(stack_scratch_redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def stack_key_prefix(stack_scratch_redis: Any) -> AsyncIterator[str]:
+    """A key prefix of the test's own; every key under it is deleted afterwards."""
+    value = f"test-{uuid.uuid4().hex[:8]}:"
+    yield value
+    # A cluster's SCAN visits every master (redis-py fans it out); the keys live in other slots: one at a time.
+    keys = [k async for k in stack_scratch_redis.scan_iter(match=value + "*", count=1000)]
+    for key in keys:
+        await stack_scratch_redis.delete(key)

@@ -41,6 +41,8 @@ class BrokenOrigin:
 
     def __init__(self, edge_base: str, s3_endpoint: str, slow_seconds: float) -> None:
         self.port = free_port()
+        self.s3_url = f"http://127.0.0.1:{self.port}"  # what the worker takes for its S3 endpoint
+        self.cdn_base_url = f"{self.s3_url}/cdn/waste-images"  # and for its CDN edge
         self.edge_base = edge_base.rstrip("/")  # e.g. http://127.0.0.1:6081 (the bucket is in the path)
         self.s3_endpoint = s3_endpoint.rstrip("/")
         self.slow_seconds = slow_seconds
@@ -50,14 +52,6 @@ class BrokenOrigin:
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def cdn_base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cdn/waste-images"
-
-    @property
-    def s3_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> BrokenOrigin:
         self._thread.start()

@@ -23,12 +23,12 @@ import pytest
 
 from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus
-from models.settings import Settings, VisionImageMode
+from models.settings import VisionImageMode
 from simulator.answers import classify as simulated_answer
 from streams.clients import s3_client
 from tests.integration.private_stack import S3_BLIP_FAILURES, broken_origin, fault_key, own_result
 from tests.integration.test_outcomes_stack import unique_jpeg
-from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit import Pipeline, Simulator, free_port, running_pipeline
 
 pytestmark = pytest.mark.pipeline
 
@@ -39,18 +39,12 @@ FETCH_RETRY_S = 4.0
 
 
 @dataclasses.dataclass
-class ExtraWorker:
-    settings: Settings
-    client: PipelineClient
-    worker: Proc
-    sim: Simulator
-    real_s3: str | None  # the stack's S3 server (the origin worker's S3_ENDPOINT_URL is the broken origin)
+class ExtraWorker(Pipeline):
+    real_s3: str | None = None  # the stack's S3 server (the origin worker's S3_ENDPOINT_URL is the broken origin)
 
 
 @pytest.fixture(scope="module")
 def model_worker(pipeline) -> Iterator[ExtraWorker]:  # type: ignore[no-untyped-def]
-    import asyncio
-
     sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     settings = pipeline.settings.model_copy(update={
@@ -59,20 +53,12 @@ def model_worker(pipeline) -> Iterator[ExtraWorker]:  # type: ignore[no-untyped-
         "vision_timeout_seconds": MODEL_TIMEOUT_S, "vision_max_attempts": 2, "vision_backoff_base_seconds": 0.05,
         "vision_concurrency": CONCURRENCY, "vision_image_mode": VisionImageMode.CDN_URL,
     })
-    worker = start_worker(settings, name="worker-model-faults")
-    client = PipelineClient(settings)
-    try:
-        asyncio.run(wait_until_pipeline_answers(client, worker))
-        yield ExtraWorker(settings, client, worker, sim, pipeline.settings.s3_endpoint_url)
-    finally:
-        worker.stop()
-        sim.stop()
+    with running_pipeline(settings, "worker-model-faults", sim) as extra:
+        yield ExtraWorker(**vars(extra), real_s3=pipeline.settings.s3_endpoint_url)
 
 
 @pytest.fixture(scope="module")
 def origin_worker(pipeline) -> Iterator[tuple[ExtraWorker, object]]:  # type: ignore[no-untyped-def]
-    import asyncio
-
     sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     with broken_origin(pipeline.settings, slow_seconds=CDN_TIMEOUT_S * 3) as origin:
@@ -86,14 +72,8 @@ def origin_worker(pipeline) -> Iterator[tuple[ExtraWorker, object]]:  # type: ig
             # A call that hangs is never timed out by the client in these tests: only the lost-call timer acts.
             "vision_timeout_seconds": 300.0, "inflight_timeout_seconds": 1.0,
         })
-        worker = start_worker(settings, name="worker-origin-faults")
-        client = PipelineClient(settings)
-        try:
-            asyncio.run(wait_until_pipeline_answers(client, worker))
-            yield ExtraWorker(settings, client, worker, sim, pipeline.settings.s3_endpoint_url), origin
-        finally:
-            worker.stop()
-            sim.stop()
+        with running_pipeline(settings, "worker-origin-faults", sim) as extra:
+            yield ExtraWorker(**vars(extra), real_s3=pipeline.settings.s3_endpoint_url), origin
 
 
 async def upload(extra: ExtraWorker, data: bytes, key: str | None = None) -> str:
@@ -109,14 +89,14 @@ async def scripted(extra: ExtraWorker, script: list[str], got_it: Callable[[Anal
     """Script the private simulator, send a fresh photo, and return its result once our job got the script."""
     result = None
     for attempt in range(tries):
-        await extra.sim.request("POST", "/_sim/config", {"script": script, **config})
+        await extra.simulator.request("POST", "/_sim/config", {"script": script, **config})
         try:
             key = await upload(extra, unique_jpeg(photo_index + attempt))
             async with extra.client.results() as watcher:
                 job_id = await watcher.publish(key)
                 result = await own_result(watcher, job_id, extra.settings, expect=expect, timeout=timeout)
         finally:
-            await extra.sim.request("POST", "/_sim/config", {"script": []})
+            await extra.simulator.request("POST", "/_sim/config", {"script": []})
         if got_it(result):
             return result
     raise AssertionError(f"another event took the scripted faults {tries} times; last result: {result}")
@@ -164,16 +144,16 @@ async def test_cdn_url_mode_shows_the_model_the_uploaded_bytes_by_url(model_work
 
 
 async def test_no_more_model_calls_run_at_once_than_vision_concurrency(model_worker: ExtraWorker) -> None:
-    await model_worker.sim.request("POST", "/_sim/reset")
-    await model_worker.sim.request("POST", "/_sim/config", {"latency_ms": 400, "jitter_ms": 0})
+    await model_worker.simulator.request("POST", "/_sim/reset")
+    await model_worker.simulator.request("POST", "/_sim/config", {"latency_ms": 400, "jitter_ms": 0})
     try:
         keys = [await upload(model_worker, unique_jpeg(320 + i)) for i in range(4 * CONCURRENCY)]
         async with model_worker.client.results() as watcher:
             jobs = [await watcher.publish(k) for k in keys]
             results = [await own_result(watcher, j, model_worker.settings, timeout=120) for j in jobs]
-        stats = await model_worker.sim.request("GET", "/_sim/stats")
+        stats = await model_worker.simulator.request("GET", "/_sim/stats")
     finally:
-        await model_worker.sim.request("POST", "/_sim/config", {"latency_ms": 50})
+        await model_worker.simulator.request("POST", "/_sim/config", {"latency_ms": 50})
     assert all(r.status is JobStatus.DONE for r in results)
     assert stats["calls"] >= len(keys)
     assert 1 <= stats["max_in_flight"] <= CONCURRENCY, stats
@@ -241,14 +221,14 @@ async def test_a_model_call_that_never_returns_is_re_requested_then_given_up(ori
     third time it gives the job up with MODEL_TIMEOUT. The re-requests wait on the call still running in the
     worker, so the photo is paid for once."""
     extra, _ = origin_worker
-    before = await extra.sim.request("GET", "/_sim/stats")
+    before = await extra.simulator.request("GET", "/_sim/stats")
 
     def hung(r: AnalysisResult) -> bool:
         return r.status is JobStatus.FAILED
 
     result = await scripted(extra, ["hang"], hung, ErrorCode.MODEL_TIMEOUT, 341, tries=2, timeout=150,
                             hang_s=280)
-    after = await extra.sim.request("GET", "/_sim/stats")
+    after = await extra.simulator.request("GET", "/_sim/stats")
     assert result.error is not None and result.error.code is ErrorCode.MODEL_TIMEOUT
     assert "3 requests" in result.error.message  # the timer's give-up, not a client timeout
     assert after["faults"]["hang"] - before["faults"]["hang"] >= 1

@@ -18,17 +18,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from bench.variants import variant_folders
-from models.classification import WasteCategory, WasteClassification
 from models.records import AnalysisResult, CachedClassification, JobStatus
-from streams import redis_client
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.cache import ResultCache
 from streams.imaging import hamming_distance as hamming
@@ -42,6 +38,7 @@ from streams.near_index import (
     RedisNearIndex,
 )
 from tools.kit import Simulator
+from tools.kit.hashes import cached_entry, flip, random_hash
 
 simulator = Simulator().request  # the stack's shared simulator
 
@@ -60,45 +57,14 @@ async def wait_until_clock_passes(epoch_seconds: float, timeout: float = 30.0) -
         await asyncio.sleep(0.05)
 
 
-def random_hash(rng: random.Random) -> str:
-    return f"{rng.getrandbits(256):064x}"
-
-
-def flip(phash: str, bits: int, rng: random.Random) -> str:
-    value = int(phash, 16)
-    for b in rng.sample(range(256), bits):
-        value ^= 1 << b
-    return f"{value:064x}"
-
-
-def entry(phash: str, model_version: str, job_id: str | None = None) -> CachedClassification:
-    return CachedClassification(
-        phash=phash, model_version=model_version, job_id=job_id or f"job-{uuid.uuid4().hex[:8]}",
-        created_at=datetime.now(UTC),
-        classification=WasteClassification(category=WasteCategory.METAL_CAN, item_name="can", recyclable=True,
-                                           disposal_instructions="rinse", confidence=0.8),
-    )
+@pytest.fixture
+def redis15(stack_scratch_redis: Redis) -> Redis:
+    return stack_scratch_redis
 
 
 @pytest.fixture
-def redis15_url(stack_any_redis_url: str, stack_redis_kind: str) -> str:
-    return stack_any_redis_url if stack_redis_kind == "cluster" else stack_any_redis_url.rsplit("/", 1)[0] + "/15"
-
-
-@pytest.fixture
-async def redis15(redis15_url: str) -> AsyncIterator[Redis]:
-    redis = await redis_client.open_client(redis15_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def prefix(redis15: Redis) -> AsyncIterator[str]:
-    value = f"test-near:{uuid.uuid4().hex[:8]}:"
-    yield value
-    keys = [k async for k in redis15.scan_iter(match=value + "*", count=1000)]
-    if keys:
-        await redis15.delete(*keys)
+def prefix(stack_key_prefix: str) -> str:
+    return f"{stack_key_prefix}near:"  # removed with the test's other keys
 
 
 def make_index(redis: Redis, prefix: str, *, version: str = "m|p1|t1", ttl: int = 300,
@@ -108,7 +74,7 @@ def make_index(redis: Redis, prefix: str, *, version: str = "m|p1|t1", ttl: int 
 
 
 async def store(redis: Redis, index: RedisNearIndex, phash: str, *, ttl: int = 300) -> CachedClassification:
-    e = entry(phash, index.model_version)
+    e = cached_entry(phash, index.model_version)
     await redis.set(index.prefix + ENTRY_PREFIX + phash, e.to_bytes(), ex=ttl)
     await index.add(e)
     return e
@@ -148,7 +114,7 @@ async def test_another_version_is_never_served(redis15: Redis, prefix: str) -> N
     assert (await make_index(redis15, prefix, version="m|p2|t1").lookup(flip(h, 2, rng), claim=False)).kind \
         is NearKind.MISS
     # The shared exact entry now holds another version's answer: the old index's member must not serve it.
-    await redis15.set(prefix + ENTRY_PREFIX + h, entry(h, "m|p9|t1").to_bytes(), ex=60)
+    await redis15.set(prefix + ENTRY_PREFIX + h, cached_entry(h, "m|p9|t1").to_bytes(), ex=60)
     assert (await old.lookup(flip(h, 2, rng), claim=False)).kind is NearKind.MISS
 
 
@@ -208,7 +174,7 @@ async def test_invalidation_by_phash_and_by_job_id(redis15: Redis) -> None:
     first, second = random_hash(rng), random_hash(rng)
     try:
         for h in (first, second):
-            e = entry(h, version)
+            e = cached_entry(h, version)
             await cache.put(e)
             await index.add(e)
         job = (await cache.get(second)).job_id  # type: ignore[union-attr]
@@ -230,14 +196,14 @@ async def test_invalidation_by_phash_and_by_job_id(redis15: Redis) -> None:
 
 
 @pytest.mark.stack
-async def test_the_invalidate_command(redis15: Redis, redis15_url: str) -> None:
+async def test_the_invalidate_command(redis15: Redis, stack_scratch_redis_url: str) -> None:
     rng = random.Random()
     version = f"test-{uuid.uuid4().hex[:8]}"
     h = random_hash(rng)
-    e = entry(h, version)
+    e = cached_entry(h, version)
     await ResultCache(redis15, ttl_seconds=60, model_version=version).put(e)
     await RedisNearIndex(redis15, max_distance=T, model_version=version, ttl_seconds=60, claim_ttl_seconds=10).add(e)
-    env = {**os.environ, "REDIS_URL": redis15_url}
+    env = {**os.environ, "REDIS_URL": stack_scratch_redis_url}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tools.invalidate", *args], cwd=ROOT, env=env,

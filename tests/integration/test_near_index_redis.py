@@ -10,17 +10,12 @@ from __future__ import annotations
 import math
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from models.classification import WasteCategory, WasteClassification
 from models.records import CachedClassification
-from streams import redis_client
 from streams.cache import KEY_PREFIX as ENTRY_PREFIX
 from streams.near_index import (
     INDEX_PREFIX,
@@ -34,6 +29,7 @@ from streams.near_index import (
     layout_tag,
     redis_index,
 )
+from tools.kit.hashes import cached_entry, flip, random_hash
 
 pytestmark = pytest.mark.stack
 T = 4  # five chunks of 52, 51, 51, 51, 51 bits: the uneven layout
@@ -43,41 +39,13 @@ CLAIM_TTL = 30
 
 
 @pytest.fixture
-async def redis(stack_any_redis_url: str, stack_redis_kind: str) -> AsyncIterator[Any]:
-    url = stack_any_redis_url if stack_redis_kind == "cluster" else stack_any_redis_url.rsplit("/", 1)[0] + "/15"
-    client = await redis_client.open_client(url)
-    yield client
-    await client.aclose()
+def redis(stack_scratch_redis: Any) -> Any:
+    return stack_scratch_redis
 
 
 @pytest.fixture
-async def prefix(redis: Any) -> AsyncIterator[str]:
-    value = f"test-nix:{uuid.uuid4().hex[:8]}:"
-    yield value
-    # A cluster's SCAN visits every master (redis-py fans it out); the entries live in other slots.
-    keys = [k async for k in redis.scan_iter(match=value + "*", count=1000)]
-    for key in keys:
-        await redis.delete(key)
-
-
-def rng_hash(rng: random.Random) -> str:
-    return f"{rng.getrandbits(256):064x}"
-
-
-def flip(phash: str, bits: list[int]) -> str:
-    value = int(phash, 16)
-    for b in bits:
-        value ^= 1 << b
-    return f"{value:064x}"
-
-
-def entry(phash: str, version: str = VERSION, job_id: str | None = None) -> CachedClassification:
-    return CachedClassification(
-        phash=phash, model_version=version, job_id=job_id or f"job-{uuid.uuid4().hex[:8]}",
-        created_at=datetime.now(UTC),
-        classification=WasteClassification(category=WasteCategory.GLASS, item_name="jar", recyclable=True,
-                                           disposal_instructions="rinse", confidence=0.9),
-    )
+def prefix(stack_key_prefix: str) -> str:
+    return stack_key_prefix
 
 
 def make_index(redis: Any, prefix: str, *, version: str = VERSION, max_distance: int = T, ttl: int = TTL,
@@ -88,7 +56,7 @@ def make_index(redis: Any, prefix: str, *, version: str = VERSION, max_distance:
 
 async def store(redis: Any, index: RedisNearIndex, phash: str, *, version: str | None = None,
                 job_id: str | None = None) -> CachedClassification:
-    e = entry(phash, version or index.model_version, job_id)
+    e = cached_entry(phash, version or index.model_version, job_id)
     await redis.set(index.prefix + ENTRY_PREFIX + phash, e.to_bytes(), ex=TTL)
     await index.add(e)
     return e
@@ -130,7 +98,7 @@ def test_the_key_names_are_the_documented_ones() -> None:
 
 async def test_a_miss_without_a_claim_writes_nothing(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(1))
+    phash = random_hash(random.Random(1))
     match = await index.lookup(phash, claim=False)
     assert match.kind is NearKind.MISS and match.phash is None and match.entry is None
     assert [k async for k in redis.scan_iter(match=prefix + "*")] == []
@@ -139,7 +107,7 @@ async def test_a_miss_without_a_claim_writes_nothing(redis: Any, prefix: str) ->
 async def test_a_claim_marks_every_chunk_for_the_claim_ttl_and_a_near_duplicate_waits_on_it(
         redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(2))
+    phash = random_hash(random.Random(2))
     before = time.time()
     assert (await index.lookup(phash, claim=True)).kind is NearKind.CLAIMED
     after = time.time()
@@ -167,7 +135,7 @@ async def test_a_claim_marks_every_chunk_for_the_claim_ttl_and_a_near_duplicate_
 
 async def test_a_claim_further_than_t_is_not_waited_on(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(3))
+    phash = random_hash(random.Random(3))
     await index.claim(phash)
     # T + 1 bits apart, all in the first chunk: the chunks 1-4 are shared, the distance is over T.
     far = flip(phash, [255, 254, 253, 252, 251])
@@ -179,7 +147,7 @@ async def test_a_claim_further_than_t_is_not_waited_on(redis: Any, prefix: str) 
 
 async def test_release_drops_the_claim_and_claim_renews_it(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix, claim_ttl=5)
-    phash = rng_hash(random.Random(4))
+    phash = random_hash(random.Random(4))
     near = flip(phash, [7])
     await index.claim(phash)
     first = (await members(redis, index.pending_keys(phash)[0]))[phash]
@@ -197,7 +165,7 @@ async def test_release_drops_the_claim_and_claim_renews_it(redis: Any, prefix: s
 
 async def test_an_expired_claim_is_dropped_on_the_next_touch(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(5))
+    phash = random_hash(random.Random(5))
     stale = flip(phash, [1, 2])
     for key in index.pending_keys(stale):  # a claim whose call was lost long ago
         await redis.zadd(key, {stale: time.time() - 60})
@@ -212,7 +180,7 @@ async def test_an_expired_claim_is_dropped_on_the_next_touch(redis: Any, prefix:
 async def test_add_indexes_the_result_maps_its_job_records_the_layout_and_drops_the_claim(
         redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(6))
+    phash = random_hash(random.Random(6))
     await index.lookup(phash, claim=True)
     before = time.time()
     e = await store(redis, index, phash, job_id="job-add-1")
@@ -236,11 +204,11 @@ async def test_add_indexes_the_result_maps_its_job_records_the_layout_and_drops_
 async def test_a_near_duplicate_gets_the_closest_valid_result_with_its_distance(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
     rng = random.Random(7)
-    query = rng_hash(rng)
+    query = random_hash(rng)
     three = await store(redis, index, flip(query, [10, 70, 130]))
     one = await store(redis, index, flip(query, [200]))
     await store(redis, index, flip(query, [3, 4, 5, 6, 7, 8]))  # beyond T: never an answer
-    await store(redis, index, rng_hash(rng))  # unrelated
+    await store(redis, index, random_hash(rng))  # unrelated
     match = await index.lookup(query, claim=True)
     assert (match.kind, match.phash, match.distance) == (NearKind.NEAR, one.phash, 1)
     assert match.entry is not None and match.entry.job_id == one.job_id
@@ -261,11 +229,11 @@ async def test_a_near_duplicate_gets_the_closest_valid_result_with_its_distance(
 async def test_an_indexed_result_without_a_valid_entry_is_not_served_and_the_job_claims(
         redis: Any, prefix: str, spoil: str) -> None:
     index = make_index(redis, prefix)
-    query = rng_hash(random.Random(8))
+    query = random_hash(random.Random(8))
     cached = flip(query, [9])
     e = await store(redis, index, cached)
     if spoil == "other-version":
-        await redis.set(prefix + ENTRY_PREFIX + cached, entry(cached, "m|p0|t1", e.job_id).to_bytes())
+        await redis.set(prefix + ENTRY_PREFIX + cached, cached_entry(cached, "m|p0|t1", e.job_id).to_bytes())
     elif spoil == "unreadable":
         await redis.set(prefix + ENTRY_PREFIX + cached, b"{not json")
     else:
@@ -281,7 +249,7 @@ async def test_only_the_closest_candidates_are_read(redis: Any, prefix: str) -> 
     # the closest NEAR_CANDIDATES only, and the lookup then claims rather than reading on.
     index = make_index(redis, prefix, max_distance=12)
     rng = random.Random(9)
-    query = rng_hash(rng)
+    query = random_hash(rng)
     for n in range(NEAR_CANDIDATES):
         gone = await store(redis, index, flip(query, [n]))
         await redis.delete(prefix + ENTRY_PREFIX + gone.phash)
@@ -296,7 +264,7 @@ async def test_only_the_closest_candidates_are_read(redis: Any, prefix: str) -> 
 
 async def test_another_version_or_layout_lives_under_other_keys(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(10))
+    phash = random_hash(random.Random(10))
     await store(redis, index, phash)
     for other in (make_index(redis, prefix, version="m|p2|t1"), make_index(redis, prefix, max_distance=T + 1)):
         assert other.tag != index.tag
@@ -305,9 +273,10 @@ async def test_another_version_or_layout_lives_under_other_keys(redis: Any, pref
 
 async def test_expired_results_are_trimmed_on_the_next_touch(redis: Any, prefix: str) -> None:
     index = make_index(redis, prefix)
-    phash = rng_hash(random.Random(11))
+    phash = random_hash(random.Random(11))
     old = flip(phash, [5])
-    await redis.set(prefix + ENTRY_PREFIX + old, entry(old).to_bytes(), ex=TTL)  # the entry itself still there
+    # the entry itself still there
+    await redis.set(prefix + ENTRY_PREFIX + old, cached_entry(old, VERSION).to_bytes(), ex=TTL)
     for key in index.result_keys(old):
         await redis.zadd(key, {old: time.time() - 1})
     assert (await index.lookup(phash, claim=False)).kind is NearKind.MISS
@@ -330,7 +299,7 @@ async def test_the_index_of_the_settings(redis: Any, prefix: str, settings_facto
     settings = settings_factory(near_duplicate_max_distance=7, cache_ttl_seconds=1234, inflight_timeout_seconds=56)
     index = redis_index(redis, settings, prefix=prefix)
     assert (index.max_distance, index.model_version, index.prefix) == (7, settings.model_version, prefix)
-    phash = rng_hash(random.Random(12))
+    phash = random_hash(random.Random(12))
     now = time.time()
     await index.claim(phash)
     claim_score = (await members(redis, index.pending_keys(phash)[0]))[phash]

@@ -10,11 +10,9 @@ scripts/test.sh); results are still told apart by model version (``own_result``)
 
 from __future__ import annotations
 
-import asyncio
 import io
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from PIL import Image
@@ -24,7 +22,7 @@ from models.settings import Settings
 from streams.imaging import hamming_distance
 from tests.integration.private_stack import own_result
 from tools.evaluate_reframed import VARIANTS
-from tools.kit import PipelineClient, Proc, Simulator, free_port, start_worker, wait_until_pipeline_answers
+from tools.kit import Pipeline, Simulator, free_port, running_pipeline
 from tools.photos import sample_photos
 
 pytestmark = [pytest.mark.stack, pytest.mark.isolated]
@@ -34,29 +32,15 @@ REFRAMED = (("crop5o", ".jpg", "image/jpeg"), ("rot-3", ".jpg", "image/jpeg"), (
             ("screenshot-dark", ".png", "image/png"), ("pad10", ".jpg", "image/jpeg"))
 
 
-@dataclass
-class ReframedWorker:
-    settings: Settings
-    client: PipelineClient
-    worker: Proc
-    sim: Simulator
-
-
 @pytest.fixture(scope="module")
-def reframed_worker() -> Iterator[ReframedWorker]:
+def reframed_worker() -> Iterator[Pipeline]:
     sim = Simulator.start()
     session = uuid.uuid4().hex[:8]
     settings = Settings(_env_file=None, app_id=f"waste-reframed-{session}",  # type: ignore[call-arg]
                         prompt_version=f"reframed-{session}", worker_web_port=free_port(),
                         openai_base_url=f"{sim.url}/v1", reframed_match=True, vision_backoff_base_seconds=0.05)
-    worker = start_worker(settings, name="worker-reframed")
-    client = PipelineClient(settings)
-    try:
-        asyncio.run(wait_until_pipeline_answers(client, worker))
-        yield ReframedWorker(settings, client, worker, sim)
-    finally:
-        worker.stop()
-        sim.stop()
+    with running_pipeline(settings, "worker-reframed", sim) as running:
+        yield running
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -65,7 +49,7 @@ def _jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-async def _send(rw: ReframedWorker, data: bytes, suffix: str = ".jpg", content_type: str = "image/jpeg"
+async def _send(rw: Pipeline, data: bytes, suffix: str = ".jpg", content_type: str = "image/jpeg"
                 ) -> AnalysisResult:
     key = await rw.client.upload(data, suffix=suffix, content_type=content_type)
     async with rw.client.results() as watcher:

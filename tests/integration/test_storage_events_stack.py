@@ -31,16 +31,7 @@ from streams.topics import ANALYSIS_RESULTS, DEAD_LETTER, UPLOADS_COMPLETED
 from tests import samples
 from tests.api.live import TopicReader, running_api, topic_reader
 from tests.integration.stack_helpers import StackEnv, require_service
-from tools.kit import (
-    PipelineClient,
-    Proc,
-    free_port,
-    port_open,
-    start_worker,
-    wait_until,
-    wait_until_pipeline_answers,
-    worker_counter,
-)
+from tools.kit import Proc, free_port, port_open, running_pipeline, wait_until, worker_counter
 
 # The isolated session (scripts/test.sh) runs with the S3 server's notifications on; the main session runs without
 # them, so that an upload's own notification does not race the tests that drive upload-complete themselves.
@@ -69,12 +60,8 @@ def events_worker(events_settings: Settings) -> Iterator[Proc]:
     env = StackEnv.from_env()
     for name, port in (("Kafka", env.kafka_port), ("S3 server", env.s3_port), ("storage-event relay", RELAY_PORT)):
         require_service(name, port)
-    worker = start_worker(events_settings, "events-worker")
-    try:
-        asyncio.run(wait_until_pipeline_answers(PipelineClient(events_settings), worker))
-        yield worker
-    finally:
-        worker.stop()
+    with running_pipeline(events_settings, "events-worker") as running:
+        yield running.worker
 
 
 @pytest.fixture

@@ -18,14 +18,7 @@ import pytest
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from tests import samples
-from tools.kit import (
-    PipelineClient,
-    Simulator,
-    free_port,
-    start_worker,
-    wait_until_pipeline_answers,
-    worker_counter,
-)
+from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers, worker_counter
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
 
