@@ -8,6 +8,7 @@
 #   MUTATION_TESTS="tests/unit" MUTATE=streams/imaging.py bash scripts/mutation.sh   # a subset of the tests only
 #     (a subset kills no more mutants than all of them: its score is a lower bound of the fast tests' score)
 #   MUTATION_DIR=/tmp/my-run MUTATION_JOBS=1 ...   # a run folder of one's own; one test process at a time
+#   MUTATION_FROM=HEAD ...                         # the committed files, not the working tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,8 +21,16 @@ TESTS=${MUTATION_TESTS:-"tests/unit tests/agents tests/api"}
 
 rm -rf "$RUN"
 mkdir -p "$RUN"
-# The packages the tests import, the tests and the pytest configuration; the photos are read in place.
-tar --exclude='__pycache__' -cf - models streams agents api simulator tools tests pyproject.toml | tar -xf - -C "$RUN"
+# The repository's files (tests read docs and READMEs too); the photos are read in place.
+# MUTATION_FROM=HEAD (or any commit) measures that commit's files instead of the working tree: other people's
+# unfinished edits then change nothing.
+if [[ -n "${MUTATION_FROM:-}" ]]; then
+  git archive "$MUTATION_FROM" | tar -xf - -C "$RUN" --exclude='samples/*'
+else
+  git ls-files -co --exclude-standard | grep -v '^samples/' | while IFS= read -r f; do if [[ -e "$f" ]]; then echo "$f"; fi; done \
+    | tar -cf - -T - | tar -xf - -C "$RUN"
+fi
+rm -rf "$RUN/samples"
 ln -s "$ROOT/samples" "$RUN/samples"
 # mutmut reads setup.cfg when pyproject.toml has no [tool.mutmut] section.
 {
@@ -29,7 +38,7 @@ ln -s "$ROOT/samples" "$RUN/samples"
   echo "source_paths ="
   for f in $MUTATE; do echo "    $f"; done
   echo "also_copy ="
-  for d in models streams agents api simulator tools samples; do echo "    $d"; done
+  for d in $(ls -A "$RUN"); do [[ $d == setup.cfg ]] || echo "    $d"; done
   echo "pytest_add_cli_args_test_selection ="
   for d in $TESTS; do echo "    $d"; done
   echo "pytest_add_cli_args ="

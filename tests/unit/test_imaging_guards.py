@@ -232,6 +232,28 @@ def test_counting_stops_at_the_end_of_image_and_at_bytes_that_are_no_marker() ->
     assert scans_counted(jpeg_with_scans([b""] * 4, tail=b"")) == 4  # cut off inside the last scan
 
 
+def test_markers_without_a_length_after_a_segment_are_stepped_over() -> None:
+    # After a segment with a length (not inside scan data), restart markers, TEM and SOI stand alone.
+    empty_dht = b"\xff\xc4\x00\x02"
+    for standalone in (b"\xff\xd0", b"\xff\xd7", b"\xff\x01", b"\xff\xd8", b"\xff\xd0\xff\xd3\xff\xd7"):
+        assert scans_counted(jpeg_with_scans([b"", empty_dht + standalone, b""])) == 3, standalone
+
+
+def test_a_segment_longer_than_255_bytes_is_skipped_by_its_whole_length() -> None:
+    long_segment = b"\xff\xc4\x01\x02" + b"\x00" * 256  # length 0x0102 = 258, its two bytes included
+    assert scans_counted(jpeg_with_scans([b"", long_segment, b""])) == 3
+
+
+@pytest.mark.parametrize(("tail", "scans"), [
+    (b"\xff", 2),  # a file ending in the first byte of a marker
+    (b"\xff\xda\x00", 2),  # three bytes of a marker: too short to be a segment
+    (b"\xff\xda\x00\x02", 3),  # an SOS segment in the last four bytes still counts
+    (b"\xff\xc4\xff\xff", 2),  # a segment whose length runs past the end of the file
+])
+def test_the_end_of_the_file_ends_the_count_without_an_error(tail: bytes, scans: int) -> None:
+    assert scans_counted(jpeg_with_scans([b"", b""], tail=tail)) == scans
+
+
 def test_a_baseline_jpeg_is_never_refused_for_its_scans() -> None:
     data = jpeg_with_scans([b""] * 5, progressive=False)
     exc = refusal(data, limits(max_jpeg_scans=1))
@@ -254,6 +276,8 @@ def test_a_baseline_jpeg_is_never_refused_for_its_scans() -> None:
     (b"\xef\xbb\xbf \r\n\t<?xml version='1.0'?><svg/>", "SVG"),
     (b"  <!DOCTYPE svg PUBLIC '-//W3C//DTD SVG 1.1//EN'>", "SVG"),
     (b"<!-- made by hand -->" + b" " * 400 + b"<svg>", "SVG"),
+    (b"\xef\xbb\xbf<?xml version='1.0'?><!-- a drawing -->", "SVG"),
+    (b"<!--" + b"x" * 504 + b"<svg>", "SVG"),  # "<svg" ends at byte 512: looked at
 ])
 def test_formats_that_are_not_accepted_are_named(data: bytes, name: str) -> None:
     exc = refused(data, limits(), ErrorCode.UNSUPPORTED_FORMAT)
@@ -262,6 +286,7 @@ def test_formats_that_are_not_accepted_are_named(data: bytes, name: str) -> None
 
 @pytest.mark.parametrize("data", [
     b"<!-- made by hand -->" + b" " * 600 + b"<svg>",  # past the first 512 bytes: not looked at
+    b"<!--" + b"x" * 505 + b"<svg>",  # "<svg" ends at byte 513: not looked at
     b"hello, this is text",
 ])
 def test_unrecognisable_bytes_are_undecodable(data: bytes) -> None:
@@ -307,6 +332,7 @@ def test_a_declared_type_that_is_not_accepted_is_unsupported() -> None:
         check_declared_type(encode(quadrants(), "JPEG"), "image/gif")
     assert err.value.code is ErrorCode.UNSUPPORTED_FORMAT
     assert err.value.message == "the upload's content type is not accepted"
+    assert err.value.detail == "content_type='image/gif'"
 
 
 @pytest.mark.parametrize(("fmt", "declared"), [("PNG", "image/jpeg"), ("JPEG", "image/png"), ("WEBP", "image/heic")])
@@ -374,6 +400,7 @@ def test_a_truncated_image_cannot_be_decoded_for_the_model_either() -> None:
         make_thumbnail(jpeg[: len(jpeg) // 2], max_pixels=BIG)
     assert err.value.code is ErrorCode.IMAGE_UNDECODABLE
     assert err.value.message == "the image cannot be decoded"
+    assert err.value.detail is not None and "truncated" in err.value.detail  # the decoder's own words, for logs
     with pytest.raises(PipelineError) as err:
         hash_image(jpeg[: len(jpeg) // 2], max_pixels=BIG)
     assert (err.value.code, err.value.message) == (ErrorCode.IMAGE_UNDECODABLE, "the image cannot be decoded")
@@ -425,3 +452,12 @@ def test_the_thumbnail_data_url_is_its_jpeg_in_base64() -> None:
     prefix = "data:image/jpeg;base64,"
     assert url.startswith(prefix)
     assert base64.b64decode(url[len(prefix):], validate=True) == jpeg
+
+
+def test_the_limits_are_read_from_the_settings_of_the_same_names(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(max_image_pixels=11, max_image_width=12, max_image_height=13, max_image_frames=14,
+                                max_image_aspect_ratio=15.5, max_full_decode_pixels=16, max_jpeg_scans=17,
+                                max_image_metadata_bytes=18)
+    assert ImageLimits.from_settings(settings) == ImageLimits(
+        max_pixels=11, max_width=12, max_height=13, max_frames=14, max_aspect_ratio=15.5, max_full_decode_pixels=16,
+        max_jpeg_scans=17, max_metadata_bytes=18)
