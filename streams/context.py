@@ -142,10 +142,12 @@ class ContextSlot:
         return self._settings
 
     def install(self, context: WorkerContext | None) -> None:
-        """Make ``context`` the worker's (None: the worker stops; agents asking then wait for the next)."""
+        """Make ``context`` the worker's (None: the worker stops; agents asking then wait for the next, and the
+        settings are read again)."""
         self._context = context
         if context is None:
             self._ready = None
+            self._settings = None
             return
         self._settings = context.settings
         self._ready_event().set()

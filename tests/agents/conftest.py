@@ -112,7 +112,7 @@ class Harness:
         with these settings would build); installed as the worker's."""
         from streams.app import app
 
-        self.settings = Settings(_env_file=None, **{**AGENT_TEST_SETTINGS, **overrides})  # type: ignore[arg-type]
+        self.settings = Settings(_env_file=None, **{**AGENT_TEST_SETTINGS, **overrides})  # type: ignore[arg-type, call-arg]
         self.cache.model_version = self.settings.model_version
         self.ctx = WorkerContext.assemble(
             self.settings, fetcher=self.fetcher, cache=self.cache, vision=self.vision, redis=self.redis,
@@ -142,7 +142,7 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     import streams.outcomes
     from streams.app import app
 
-    settings = Settings(_env_file=None, **AGENT_TEST_SETTINGS)  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, **AGENT_TEST_SETTINGS)  # type: ignore[arg-type, call-arg]
     executor = ThreadPoolExecutor(2)
     h = Harness(settings, FakeCache(settings.model_version), FakeVision(), FakeFetcher(), SentTo(), SentTo(),
                 SentTo(), SentTo(), executor=executor)
