@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from tools.kit.api import analyze, ws_url
+
 
 @dataclass
 class WsJob:
@@ -31,7 +33,6 @@ class WsJob:
 class WsProbe:
     def __init__(self, api_base: str, connect_timeout: float = 10.0) -> None:
         self.api_base = api_base.rstrip("/")
-        self.ws_base = self.api_base.replace("http://", "ws://", 1)
         self._timeout = connect_timeout
         self._http: aiohttp.ClientSession | None = None
         self.failures = 0
@@ -49,14 +50,8 @@ class WsProbe:
     async def prepare(self) -> WsJob:
         assert self._http is not None
         try:
-            async with self._http.post(f"{self.api_base}/api/v1/waste/analyze",
-                                       json={"content_type": "image/jpeg"}) as resp:
-                resp.raise_for_status()
-                job = await resp.json()
-            ws = await self._http.ws_connect(
-                f"{self.ws_base}/api/v1/waste/ws", params={"job_id": job["job_id"], "token": job["token"]},
-                heartbeat=None, autoping=True,
-            )
+            job = await analyze(self._http, self.api_base, content_type="image/jpeg")
+            ws = await self._http.ws_connect(ws_url(self.api_base, job), heartbeat=None, autoping=True)
             first = await ws.receive_json(timeout=self._timeout)
             if first.get("type") not in ("state", "result"):
                 raise RuntimeError(f"unexpected first message {first!r}")

@@ -25,6 +25,7 @@ from models.settings import Settings
 from streams.topics import ANALYSIS_RESULTS, UPLOADS_COMPLETED
 from tests import samples
 from tests.api.live import publish_results, results_writer, running_api, topic_reader
+from tools.kit.api import analyze, post_upload, ws_url
 
 pytestmark = pytest.mark.stack
 
@@ -52,6 +53,11 @@ async def api(api_settings: Settings) -> AsyncIterator[str]:
         yield base
 
 
+async def s3_post(http: aiohttp.ClientSession, job: dict[str, Any], data: bytes, content_type: str) -> int:
+    """The browser's upload of ``data`` declared as ``content_type``; returns the status."""
+    return (await post_upload(http, job, data, content_type=content_type))[0]
+
+
 def fake_result(job_id: str, item: str = "test bottle") -> AnalysisResult:
     return AnalysisResult(
         job_id=job_id,
@@ -68,25 +74,6 @@ def fake_result(job_id: str, item: str = "test bottle") -> AnalysisResult:
     )
 
 
-async def analyze(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.post(f"{base}/api/v1/waste/analyze") as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
-
-
-async def s3_post(http: aiohttp.ClientSession, job: dict[str, Any], data: bytes, content_type: str) -> int:
-    """The browser's upload: multipart form with the policy fields, Content-Type, then the file."""
-    form = aiohttp.FormData()
-    for name, value in job["upload_fields"].items():
-        if name != "Content-Type":  # the policy pins one; a client may still send another (and be refused)
-            form.add_field(name, value)
-    form.add_field("Content-Type", content_type)
-    form.add_field("file", data, filename="photo.jpg", content_type=content_type)
-    async with http.post(job["upload_url"], data=form) as resp:
-        await resp.read()
-        return resp.status
-
-
 async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
     assert msg.type == aiohttp.WSMsgType.TEXT, msg
@@ -100,10 +87,6 @@ async def result_of(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     closing = await asyncio.wait_for(ws.receive(), TIMEOUT)
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1000
     return msg
-
-
-def ws_url(base: str, job: dict[str, Any]) -> str:
-    return f"{base.replace('http', 'ws', 1)}/api/v1/waste/ws?job_id={job['job_id']}&token={job['token']}"
 
 
 async def test_health_on_the_real_stack(http: aiohttp.ClientSession, api: str) -> None:

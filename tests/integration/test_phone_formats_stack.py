@@ -15,7 +15,7 @@ from PIL import Image
 from models.records import AnalysisResult, CacheSource, JobStatus
 from tests import samples
 from tests.api.live import running_api
-from tests.integration.test_api_stack import s3_post
+from tools.kit.api import analyze, post_upload, upload_complete
 
 pytestmark = pytest.mark.pipeline
 pillow_heif.register_heif_opener()  # to write HEIC here, as a phone does
@@ -41,14 +41,11 @@ async def analyze_as_a_phone(pipeline, http: aiohttp.ClientSession, api: str, da
     The result is read from the results topic, keeping the one of this session's worker group (its model
     version): on a shared broker other groups answer every upload too, with code of their own.
     """
-    async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": content_type}) as resp:
-        assert resp.status == 200, await resp.text()
-        job = await resp.json()
-    assert await s3_post(http, job, data, content_type) == 204
+    job = await analyze(http, api, content_type=content_type)
+    assert (await post_upload(http, job, data, content_type=content_type))[0] == 204
     async with pipeline.client.results() as watcher:
-        async with http.post(f"{api}/api/v1/waste/upload-complete/{job['job_id']}",
-                             headers={"Authorization": f"Bearer {job['token']}"}) as resp:
-            assert resp.status == 202, await resp.text()
+        status, body = await upload_complete(http, api, job)
+        assert status == 202, body
         async with asyncio.timeout(90):
             while True:
                 await watcher.wait_for([job["job_id"]], timeout=90)
@@ -74,6 +71,5 @@ async def test_heic_and_avif_go_through_the_pipeline(pipeline, api: str) -> None
 async def test_a_heic_declared_as_jpeg_is_refused(api: str) -> None:
     async with aiohttp.ClientSession() as http:
         # The S3 server enforces the Content-Type the policy pinned: a HEIC must say it is one.
-        async with http.post(f"{api}/api/v1/waste/analyze", json={"content_type": "image/jpeg"}) as resp:
-            job = await resp.json()
-        assert await s3_post(http, job, encode(348, "HEIF"), "image/heic") != 204
+        job = await analyze(http, api, content_type="image/jpeg")
+        assert (await post_upload(http, job, encode(348, "HEIF"), content_type="image/heic"))[0] != 204

@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.stack_helpers import REPO_DIR, StackEnv
 from tools.kit import port_open, wait_until
+from tools.kit.api import browser_form
 
 STACK_SH = REPO_DIR / "scripts" / "stack.sh"
 COMPOSE_FILE = REPO_DIR / "docker-compose.kafka.yml"
@@ -258,26 +259,6 @@ async def test_edge_drops_credentials_on_reads_and_refuses_writes(
     # The edge only reads: a write through it never reaches S3.
     async with stack_http.put(f"{stack_cdn_base}/stack-test/{uuid.uuid4().hex}.jpg", data=b"x") as resp:
         assert resp.status == 405
-
-
-def browser_form(fields: dict[str, str], body: bytes) -> tuple[bytes, str]:
-    """multipart/form-data the way a browser's FormData sends it: text fields carry no Content-Type
-    part header, and the file part comes last (S3 ignores fields after it).
-
-    Not aiohttp.FormData: it adds "Content-Type: text/plain" to every field, and versitygw v1.7.0
-    then over-estimates the file size by those header bytes (~41 per field) when it checks
-    content-length-range, rejecting uploads just under the limit.
-    """
-    boundary = uuid.uuid4().hex
-    out = bytearray()
-    for name, value in fields.items():
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-    out += (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    out += body + f"\r\n--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 @pytest.mark.stack

@@ -32,6 +32,8 @@ from tests import samples
 from tests.api.live import TopicReader, running_api, topic_reader
 from tests.integration.stack_helpers import StackEnv, require_service
 from tools.kit import Proc, free_port, port_open, running_pipeline, wait_until, worker_counter
+from tools.kit import api as kit_api
+from tools.kit.api import analyze, post_upload, ws_url
 
 # The isolated session (scripts/test.sh) runs with the S3 server's notifications on; the main session runs without
 # them, so that an upload's own notification does not race the tests that drive upload-complete themselves.
@@ -138,27 +140,15 @@ async def notify(http: aiohttp.ClientSession, body: dict[str, Any] | bytes) -> N
         assert resp.status in (200, 400), await resp.text()
 
 
-async def analyze(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.post(f"{base}/api/v1/waste/analyze") as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
-
-
 async def s3_post(http: aiohttp.ClientSession, job: dict[str, Any], data: bytes) -> None:
-    """The browser's upload: the pre-signed POST form, then the file."""
-    form = aiohttp.FormData()
-    for name, value in job["upload_fields"].items():
-        form.add_field(name, value)
-    form.add_field("file", data, filename="photo.jpg", content_type=job["content_type"])
-    async with http.post(job["upload_url"], data=form) as resp:
-        assert resp.status == 204, await resp.text()
+    status, text = await post_upload(http, job, data)
+    assert status == 204, text
 
 
 async def upload_complete(http: aiohttp.ClientSession, base: str, job: dict[str, Any]) -> dict[str, Any]:
-    async with http.post(f"{base}/api/v1/waste/upload-complete/{job['job_id']}",
-                         headers={"Authorization": f"Bearer {job['token']}"}) as resp:
-        assert resp.status == 202, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
+    status, body = await kit_api.upload_complete(http, base, job)
+    assert status == 202, body
+    return body
 
 
 async def state_of(http: aiohttp.ClientSession, base: str, job: dict[str, Any]) -> str:
@@ -168,17 +158,10 @@ async def state_of(http: aiohttp.ClientSession, base: str, job: dict[str, Any]) 
 
 async def ws_result(http: aiohttp.ClientSession, base: str, job: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Follow the job over the WebSocket until its result; returns the states seen and the result."""
-    url = f"{base.replace('http', 'ws', 1)}/api/v1/waste/ws?job_id={job['job_id']}&token={job['token']}"
-    states: list[str] = []
-    async with http.ws_connect(url) as ws:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                msg = await ws.receive_json()
-                if msg["type"] == "result":
-                    assert msg["job_id"] == job["job_id"]
-                    return states, msg["result"]
-                assert msg["type"] == "state", msg
-                states.append(msg["state"])
+    async with http.ws_connect(ws_url(base, job)) as ws:
+        states, result = await kit_api.ws_result(ws, job["job_id"], TIMEOUT)
+    assert result is not None, f"the socket closed before the result (states {states})"
+    return states, result
 
 
 async def published_events(reader: TopicReader, job_id: str) -> list[UploadCompleted]:

@@ -4,18 +4,15 @@ them, and client identities of their own (so limits never collide with other tes
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pydantic import SecretStr
 
 from models.settings import Settings
@@ -54,40 +51,6 @@ def as_client(ip: str, headers: dict[str, str] | None = None) -> dict[str, str]:
     return {**(headers or {}), "X-Forwarded-For": ip}
 
 
-async def analyze(http: aiohttp.ClientSession, base: str, *, headers: dict[str, str] | None = None,
-                  **body: Any) -> dict[str, Any]:
-    async with http.post(f"{base}/api/v1/waste/analyze", json=body or None, headers=headers) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
-
-
-def browser_form(fields: dict[str, str], body: bytes, file_type: str = "image/jpeg") -> tuple[bytes, str]:
-    """multipart/form-data as a browser's FormData sends it (see tests/integration/test_stack.py)."""
-    boundary = uuid.uuid4().hex
-    out = bytearray()
-    for name, value in fields.items():
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-    out += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
-            f"Content-Type: {file_type}\r\n\r\n").encode()
-    out += body + f"\r\n--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
-
-
-async def s3_post(http: aiohttp.ClientSession, job: dict[str, Any], data: bytes,
-                  override: dict[str, str] | None = None) -> tuple[int, str]:
-    fields = {**job["upload_fields"], **(override or {})}
-    body, ctype = browser_form(fields, data, fields.get("Content-Type", "image/jpeg"))
-    async with http.post(job["upload_url"], data=body, headers={"Content-Type": ctype}) as resp:
-        return resp.status, await resp.text()
-
-
-async def upload_complete(http: aiohttp.ClientSession, base: str, job: dict[str, Any],
-                          headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    auth = {"Authorization": f"Bearer {job['token']}", **(headers or {})}
-    async with http.post(f"{base}/api/v1/waste/upload-complete/{job['job_id']}", headers=auth) as resp:
-        return resp.status, await resp.json()
-
-
 async def object_exists(key: str) -> bool:
     async with s3_client(settings_for()) as s3:
         try:
@@ -106,13 +69,6 @@ async def plant_object(key: str, data: bytes, content_type: str | None) -> None:
 
 def jpeg_bytes(n: int = 2000) -> bytes:
     return b"\xff\xd8\xff\xe0" + os.urandom(n)
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 @contextmanager
@@ -135,8 +91,3 @@ def process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[s
 
 def api_argv() -> list[str]:
     return [sys.executable, "-m", "api"]
-
-
-def worker_argv(datadir: Path) -> list[str]:
-    return [str(Path(sys.executable).with_name("faust")), "--datadir", str(datadir), "-A", "streams.app",
-            "worker", "-l", "info"]

@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.security.api_support import TIMEOUT, analyze, as_client, fake_ip, live_api, wait_for
+from tests.security.api_support import TIMEOUT, as_client, fake_ip, live_api
+from tools.kit import wait_until
+from tools.kit.api import analyze, ws_url
 
 pytestmark = [pytest.mark.stack]
 
@@ -89,12 +91,7 @@ async def test_a_limited_client_is_served_again_after_retry_after() -> None:
         async def served() -> bool:
             return (await post_analyze(http, base, attacker))[0] == 200
 
-        await wait_for(served, timeout=int(retry) + 3, what="the window to end")
-
-
-def ws_url(base: str, job: dict[str, Any] | None = None) -> str:
-    url = f"{base.replace('http', 'ws', 1)}/api/v1/waste/ws"
-    return url if job is None else f"{url}?job_id={job['job_id']}&token={job['token']}"
+        await wait_until(served, timeout=int(retry) + 3, interval=0.05, what="the window to end")
 
 
 async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -132,7 +129,7 @@ async def test_sockets_per_client_are_capped() -> None:
                 return False
             return True
 
-        await wait_for(admitted_again, what="a freed slot")
+        await wait_until(admitted_again, timeout=TIMEOUT, interval=0.05, what="a freed slot")
         for ws in [*held, other]:
             await ws.close()
 

@@ -15,7 +15,8 @@ import pytest
 from models.classification import WasteCategory, WasteClassification
 from models.records import AnalysisResult, CacheInfo, CacheSource, FetchInfo, FetchSource, JobStatus
 from tests.api.live import publish_results, results_writer
-from tests.security.api_support import TIMEOUT, analyze, live_api, settings_for
+from tests.security.api_support import TIMEOUT, live_api, settings_for
+from tools.kit.api import analyze
 
 pytestmark = [pytest.mark.stack]
 

@@ -17,13 +17,13 @@ from api.tokens import make_token
 from models.settings import Settings
 from streams import kafka_security
 from tests.security.api_support import (
-    analyze,
     api_argv,
     live_api,
     process,
-    worker_argv,
 )
 from tools.kit import free_port
+from tools.kit.api import analyze
+from tools.kit.processes import worker_argv
 
 pytestmark = [pytest.mark.stack]
 

@@ -10,14 +10,12 @@ import aiohttp
 import pytest
 
 from tests.security.api_support import (
-    analyze,
     jpeg_bytes,
     live_api,
     object_exists,
     plant_object,
-    s3_post,
-    upload_complete,
 )
+from tools.kit.api import analyze, post_upload, upload_complete
 
 pytestmark = [pytest.mark.stack]
 
@@ -39,10 +37,10 @@ async def test_analyze_hands_out_a_post_only_with_an_exact_type() -> None:
 async def test_s3_refuses_an_oversize_post_and_the_honest_one_goes_through() -> None:
     async with live_api() as base, aiohttp.ClientSession() as http:
         big, honest = await analyze(http, base), await analyze(http, base)
-        status, text = await s3_post(http, big, jpeg_bytes(MAX + 1000))
+        status, text = await post_upload(http, big, jpeg_bytes(MAX + 1000))
         assert status == 400 and "EntityTooLarge" in text
         assert not await object_exists(key_of(big))
-        assert (await s3_post(http, honest, jpeg_bytes(MAX - 2000)))[0] == 204
+        assert (await post_upload(http, honest, jpeg_bytes(MAX - 2000)))[0] == 204
         assert (await upload_complete(http, base, honest))[0] == 202
 
 
@@ -51,8 +49,8 @@ async def test_s3_refuses_an_oversize_post_and_the_honest_one_goes_through() -> 
 async def test_s3_refuses_a_post_with_another_content_type(content_type: str) -> None:
     async with live_api() as base, aiohttp.ClientSession() as http:
         job = await analyze(http, base, content_type="image/jpeg")
-        status, text = await s3_post(http, job, b"<html><script>alert(1)</script></html>",
-                                     override={"Content-Type": content_type})
+        status, text = await post_upload(http, job, b"<html><script>alert(1)</script></html>",
+                                         fields={"Content-Type": content_type})
         assert status == 403 and "Policy" in text
         assert not await object_exists(key_of(job))
 
@@ -62,7 +60,7 @@ async def test_s3_refuses_a_post_with_another_content_type(content_type: str) ->
 async def test_s3_refuses_fields_the_policy_does_not_name(field: dict[str, str]) -> None:
     async with live_api() as base, aiohttp.ClientSession() as http:
         job = await analyze(http, base)
-        status, _ = await s3_post(http, job, jpeg_bytes(), override=field)
+        status, _ = await post_upload(http, job, jpeg_bytes(), fields=field)
         assert status == 403
         assert not await object_exists(key_of(job))
 
@@ -70,7 +68,7 @@ async def test_s3_refuses_fields_the_policy_does_not_name(field: dict[str, str])
 async def test_s3_refuses_a_post_to_another_key() -> None:
     async with live_api() as base, aiohttp.ClientSession() as http:
         mine, victim = await analyze(http, base), await analyze(http, base)
-        status, _ = await s3_post(http, mine, jpeg_bytes(), override={"key": key_of(victim)})
+        status, _ = await post_upload(http, mine, jpeg_bytes(), fields={"key": key_of(victim)})
         assert status == 403
         assert not await object_exists(key_of(victim))
 
@@ -78,7 +76,7 @@ async def test_s3_refuses_a_post_to_another_key() -> None:
 async def test_s3_refuses_an_empty_post() -> None:
     async with live_api() as base, aiohttp.ClientSession() as http:
         job = await analyze(http, base)
-        status, text = await s3_post(http, job, b"")
+        status, text = await post_upload(http, job, b"")
         assert status == 400 and "EntityTooSmall" in text
         assert not await object_exists(key_of(job))
 
@@ -100,7 +98,7 @@ async def test_an_object_planted_otherwise_is_refused_and_deleted_at_upload_comp
         got_status, body = await upload_complete(http, base, job)
         assert (got_status, body["error"]["code"]) == (status, code)
         assert not await object_exists(key_of(job))  # refused means deleted: never served, never processed
-        assert (await s3_post(http, honest, jpeg_bytes()))[0] == 204
+        assert (await post_upload(http, honest, jpeg_bytes()))[0] == 204
         assert (await upload_complete(http, base, honest))[0] == 202
 
 
