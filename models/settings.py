@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     worker_web_enabled: bool = Field(
         True, description="run the worker's web server; `false` leaves the worker without `/metrics` and `/readyz`"
     )
+    # Where the worker keeps its Faust tables (streams/table_store.py; measured in docs/SCALING.md, "Tables").
+    table_store: Literal["memory", "rocksdb"] = Field(
+        "rocksdb",
+        description="where the worker keeps its Faust tables: `rocksdb` (on disk under the worker's data dir, "
+        "`--datadir`; a restart reads only the changelog written since, memory bounded whatever the table's size) "
+        "or `memory` (rebuilt from the changelog on every start: memory and restart time grow with the cached "
+        "photos, see docs/SCALING.md); RocksDB's folder is `{datadir}/v1/tables-{WORKER_WEB_PORT}`",
+    )
+    table_standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="standby copies of each table partition kept by other workers of the group (Faust's "
+        "`table_standby_replicas`): a dead worker's partitions move to a worker that already holds them",
+    )
     kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest",
         description="where the worker's group reads a partition it has no committed offset for; keep `earliest` "
