@@ -17,7 +17,7 @@ import faust
 from mode import Service
 
 from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
-from streams import faust_fixes, kafka_security, logs, topics, vision
+from streams import faust_fixes, kafka_security, logs, table_store, topics, vision
 from streams.context import ContextSlot, open_context
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ def _apply_settings(app: WorkerApp, conf: Any, **kwargs: Any) -> None:
     conf.web_port = s.worker_web_port
     conf.web_bind = s.worker_web_host
     conf.web_host = s.worker_web_host
-    # Tables are rebuilt from their changelog on start; Redis holds the durable cache.
-    conf.store = "memory://"
+    # TABLE_STORE (RocksDB under the data dir, or memory) and TABLE_STANDBY_REPLICAS: streams/table_store.py.
+    table_store.configure(conf, s)
     # Publish results without batching delay: a cache hit should be answered in milliseconds.
     conf.producer_linger_ms = 0
     conf.broker_commit_every = 100
@@ -79,8 +79,6 @@ def _apply_settings(app: WorkerApp, conf: Any, **kwargs: Any) -> None:
     conf.consumer_metadata_max_age_ms = s.kafka_metadata_max_age_ms
     conf.broker_session_timeout = s.kafka_session_timeout_seconds
     conf.broker_heartbeat_interval = min(3.0, s.kafka_session_timeout_seconds / 4)
-    # No standby copies: each table partition lives on its owner only, so timers sweep each entry once.
-    conf.table_standby_replicas = 0
 
 
 @app.service
