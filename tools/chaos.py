@@ -332,9 +332,7 @@ async def redis_restart(suite: Suite) -> str:
 
 
 async def redis_outage(suite: Suite) -> str:
-    suite.stack.signal("redis", signal.SIGKILL)
-    await asyncio.sleep(16)
-    await asyncio.to_thread(suite.stack.run, "up")
+    await _stop_for(suite, "redis", 16, signal.SIGKILL)
     return "kill -9 of Redis, back 16 s later (AOF)"
 
 
@@ -346,8 +344,9 @@ async def redis_wipe(suite: Suite) -> str:
     return "kill -9 of Redis, its data deleted, started again at once (empty: the re-warm's full pass)"
 
 
-async def _stop_for(suite: Suite, name: str, seconds: float) -> None:
-    suite.stack.signal(name, signal.SIGTERM)
+async def _stop_for(suite: Suite, name: str, seconds: float, sig: int = signal.SIGTERM) -> None:
+    """Stop a service of the private stack with ``sig``, start it again ``seconds`` later."""
+    suite.stack.signal(name, sig)
     await asyncio.sleep(seconds)
     await asyncio.to_thread(suite.stack.run, "up")
 
@@ -363,9 +362,7 @@ async def s3_stop(suite: Suite) -> str:
 
 
 async def broker_kill(suite: Suite) -> str:
-    suite.stack.signal("kafka", signal.SIGKILL)
-    await asyncio.sleep(30)
-    await asyncio.to_thread(suite.stack.run, "up")
+    await _stop_for(suite, "kafka", 30, signal.SIGKILL)
     return "kill -9 of the (only) Kafka broker, back 30 s later"
 
 
