@@ -19,7 +19,7 @@ from streams.app import app
 from streams.channels import images_hashed_topic, uploads_completed_topic
 from streams.context import WorkerContext
 from streams.fetch import cdn_url
-from streams.imaging import ImageLimits, check_declared_type, content_digest, hash_image
+from streams.imaging import ImageLimits, check_declared_type, content_digest, digest_and_hash, hash_image
 from streams.outcomes import dead_letter, failed_result, publish_result
 from streams.upload_checks import RefusedEvent, check_upload
 
@@ -104,27 +104,32 @@ async def _phash(ctx: WorkerContext, data: bytes) -> tuple[str, str, float | Non
     the SHA-256 of the bytes (classify checks it is shown these very bytes), and the time spent decoding
     (None when it was remembered)."""
     loop = asyncio.get_running_loop()
+    limits = ImageLimits.from_settings(ctx.settings)
+    if ctx.digests is None:  # every upload is decoded: the digest and the decode in one hand-off to the executor
+        started = time.monotonic()
+        digest, hashed = await loop.run_in_executor(
+            ctx.executor, functools.partial(digest_and_hash, data, max_pixels=ctx.settings.max_image_pixels,
+                                            limits=limits))
+        metrics.hash_total.labels(path="decode").inc()
+        return hashed.phash, digest, (time.monotonic() - started) * 1000
     digest = await loop.run_in_executor(ctx.executor, content_digest, data)
-    if ctx.digests is not None:
-        try:
-            known = await ctx.digests.phash_of(digest, max_pixels=ctx.settings.max_image_pixels)
-        except RedisError as exc:  # then decode, as without the cache
-            log.warning("digest lookup failed (%s); decoding", exc)
-            known = None
-        if known is not None:
-            metrics.hash_total.labels(path="digest").inc()
-            return known, digest, None
+    try:
+        known = await ctx.digests.phash_of(digest, max_pixels=ctx.settings.max_image_pixels)
+    except RedisError as exc:  # then decode, as without the cache
+        log.warning("digest lookup failed (%s); decoding", exc)
+        known = None
+    if known is not None:
+        metrics.hash_total.labels(path="digest").inc()
+        return known, digest, None
     started = time.monotonic()
     hashed = await loop.run_in_executor(
-        ctx.executor, functools.partial(hash_image, data, max_pixels=ctx.settings.max_image_pixels,
-                                        limits=ImageLimits.from_settings(ctx.settings)))
+        ctx.executor, functools.partial(hash_image, data, max_pixels=ctx.settings.max_image_pixels, limits=limits))
     decode_ms = (time.monotonic() - started) * 1000
     metrics.hash_total.labels(path="decode").inc()
-    if ctx.digests is not None:
-        try:
-            await ctx.digests.remember(digest, hashed.phash, pixels=hashed.width * hashed.height)
-        except RedisError as exc:
-            log.warning("could not remember the digest (%s)", exc)
+    try:
+        await ctx.digests.remember(digest, hashed.phash, pixels=hashed.width * hashed.height)
+    except RedisError as exc:
+        log.warning("could not remember the digest (%s)", exc)
     return hashed.phash, digest, decode_ms
 
 
