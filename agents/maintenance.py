@@ -26,6 +26,10 @@ from streams.outcomes import failed_result, publish_result
 log = logging.getLogger(__name__)
 
 STALE_CHECK_SECONDS = 30.0
+# Answers are served only while younger than CACHE_TTL_SECONDS (readers check), so deleting expired ones only frees
+# space and can wait: a sweep reads the whole results table (a million entries on RocksDB cost tens of seconds of
+# CPU), so it runs every few minutes, in batches (docs/SCALING.md, "Tables").
+EXPIRY_SWEEP_SECONDS = 600.0
 # How often each worker reads the invalidations operators made (streams/invalidation.py).
 INVALIDATION_POLL_SECONDS = 2.0
 # Invalidation records are re-read this far back, so a writer's clock running a little behind loses none.
@@ -36,12 +40,19 @@ MAX_CALL_ATTEMPTS = 3
 
 @app.timer(interval=STALE_CHECK_SECONDS)
 async def find_stale_entries() -> None:
-    """Ask for expired answers and seemingly lost model calls to be dealt with, on their own partitions."""
+    """Ask for seemingly lost model calls to be dealt with, on their own partitions."""
     ctx = await app.context.ready()
-    for phash in ctx.results.expired():
-        await send(phash, MaintenanceCommand.EXPIRE)
     for phash in ctx.calls.presumed_lost():
         await send(phash, MaintenanceCommand.INFLIGHT)
+
+
+@app.timer(interval=EXPIRY_SWEEP_SECONDS)
+async def find_expired_answers() -> None:
+    """Ask for expired answers to be deleted, on their own partitions."""
+    ctx = await app.context.ready()
+    async for expired in ctx.results.expired_batches():
+        for phash in expired:
+            await send(phash, MaintenanceCommand.EXPIRE)
 
 
 async def send(phash: str, command: MaintenanceCommand) -> None:

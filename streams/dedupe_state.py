@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 # How many recent table answers the re-warm's recent pass can look back on (streams/rewarm.py).
 RECENT_MAX = 50_000
+# Entries an expiry sweep reads between two chances for the agents to run.
+EXPIRY_BATCH = 2_000
+
+
+def _dict_backed(table: MutableMapping[str, Any]) -> bool:
+    """Whether ``table`` is a dict, or a Faust table whose store keeps one (``memory://``), not RocksDB."""
+    store = getattr(table, "data", table)
+    return isinstance(store, dict) or isinstance(getattr(store, "data", None), dict)
 
 
 class Revocations:
@@ -103,6 +112,30 @@ class ResultTable:
         now = self.clock()
         return [phash for phash, value in list(self.table.items())
                 if value and now - value.get("stored_at", 0) > self.ttl_seconds]
+
+    async def expired_batches(self, batch_size: int = EXPIRY_BATCH) -> AsyncIterator[list[str]]:
+        """The entries past their TTL, one batch of the table at a time, letting the agents run in between.
+
+        A sweep reads every entry (1M on RocksDB: tens of seconds of decoding, docs/SCALING.md "Tables"), so it must
+        not hold the loop. A table on RocksDB is read lazily: its iterator does not mind writes in between, and a
+        rebalance that closes a partition's database ends the sweep early (the next one sees the rest). A table
+        held in a dict (the memory store, the tests) would change size under a lazy iteration, so its keys are
+        copied first (cheap: no value is decoded)."""
+        now = self.clock()
+        items: Iterator[tuple[str, Any]]
+        if _dict_backed(self.table):
+            items = ((phash, self.table.get(phash)) for phash in list(self.table.keys()))
+        else:
+            items = iter(self.table.items())
+        while True:
+            try:
+                batch = list(itertools.islice(items, batch_size))
+            except RuntimeError:  # the partitions changed under the sweep (a rebalance)
+                return
+            if not batch:
+                return
+            yield [phash for phash, value in batch if value and now - value.get("stored_at", 0) > self.ttl_seconds]
+            await asyncio.sleep(0)
 
     def recent(self, since: float) -> list[tuple[CachedClassification, float]]:
         """(entry, stored_at) of the answers stored by this process since ``since`` that are still in the table."""
