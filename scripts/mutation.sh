@@ -9,6 +9,7 @@
 #     (a subset kills no more mutants than all of them: its score is a lower bound of the fast tests' score)
 #   MUTATION_DIR=/tmp/my-run MUTATION_JOBS=1 ...   # a run folder of one's own; one test process at a time
 #   MUTATION_FROM=HEAD ...                         # the committed files, not the working tree
+#   MUTATION_RESUME=1 MUTATION_DIR=/tmp/my-run ... # go on with a stopped run in its folder (run it in slices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +20,15 @@ TESTS=${MUTATION_TESTS:-"tests/unit tests/agents tests/api"}
 
 [[ -x .venv/bin/mutmut ]] || { echo "mutmut missing: .venv/bin/pip install -c constraints.txt -e '.[dev]'" >&2; exit 1; }
 
+if [[ "${MUTATION_RESUME:-}" == 1 && -f "$RUN/setup.cfg" ]]; then
+  # Go on with a run that was stopped (e.g. `timeout 600`): mutmut skips the mutants it has results for.
+  cd "$RUN"
+  export APP_ENV=development
+  export PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}"
+  "$ROOT/.venv/bin/mutmut" run --max-children "$JOBS" || true
+  "$ROOT/.venv/bin/mutmut" results --all true > "$RUN/results.txt" 2>&1 || true
+  exec "$ROOT/.venv/bin/python" "${SCORE:-$ROOT/scripts/mutation_score.py}" "$RUN/results.txt"
+fi
 rm -rf "$RUN"
 mkdir -p "$RUN"
 # The repository's files (tests read docs and READMEs too); the photos are read in place.
