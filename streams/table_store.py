@@ -31,6 +31,14 @@ ROCKSDB_MAX_WRITE_BUFFERS = 2
 ROCKSDB_BLOCK_CACHE_BYTES = 16 * 1024 * 1024
 
 
+# The tables' changelog topics are compacted (Faust's cleanup.policy=compact), but Kafka compacts only closed
+# segments and the broker rolls one after 7 days (or 1 GiB): a worker that starts without its RocksDB (a new
+# machine, a lost disk, a standby catching up) would replay a week of every write, tombstones of answered calls
+# included. Rolling hourly lets the cleaner reduce each log to its live keys (and the last day's tombstones).
+# Applied when Faust (or tools/table_recovery.py) creates the topic; existing topics keep theirs.
+CHANGELOG_TOPIC_CONFIG = {"segment.ms": str(3600 * 1000)}
+
+
 def store_url(settings: Settings) -> str:
     return "rocksdb://" if settings.table_store == "rocksdb" else "memory://"
 

@@ -17,6 +17,7 @@ import faust
 
 from streams import topics
 from streams.app import app
+from streams.table_store import CHANGELOG_TOPIC_CONFIG
 
 # Raw UTF-8 keys, like the topics: the partitioner then maps a pHash to the same partition everywhere.
 _SCHEMA: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
@@ -24,11 +25,13 @@ _SCHEMA: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_s
 results_by_phash = app.Table(
     topics.RESULTS_TABLE,
     schema=_SCHEMA,
+    extra_topic_configs=CHANGELOG_TOPIC_CONFIG,  # compacted hourly (streams/table_store.py)
     help="pHash -> {entry: CachedClassification, stored_at: epoch seconds}",
 )
 
 inflight_by_phash = app.Table(
     topics.INFLIGHT_TABLE,
     schema=_SCHEMA,
+    extra_topic_configs=CHANGELOG_TOPIC_CONFIG,  # compacted hourly (streams/table_store.py)
     help="pHash -> {owner: ImageHashed, requested_at: epoch seconds, attempts, waiters: [ImageHashed]}",
 )

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 from PIL import Image, ImageDraw
 
@@ -49,6 +50,7 @@ from models.settings import Settings
 from streams import kafka_security, topics
 from streams.clients import s3_client
 from streams.imaging import hash_image
+from streams.table_store import CHANGELOG_TOPIC_CONFIG
 from tools.kafka_admin import partition_counts
 
 try:  # the kit's new home; the test harness before it
@@ -127,7 +129,8 @@ async def create_changelog(settings: Settings, table: str = RESULTS_TABLE) -> st
     try:
         if name not in await admin.list_topics():
             await admin.create_topics([NewTopic(name, settings.topic_partitions, settings.topic_replication_factor,
-                                                topic_configs={"cleanup.policy": "compact"})])
+                                                topic_configs={"cleanup.policy": "compact",
+                                                               **CHANGELOG_TOPIC_CONFIG})])
     finally:
         await admin.close()
     return name
@@ -154,6 +157,17 @@ async def fill_changelog(settings: Settings, records: Iterable[tuple[str, bytes,
     finally:
         await producer.stop()
     return count
+
+
+async def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """A topic's configuration as the broker reports it."""
+    admin = AIOKafkaAdminClient(**kafka_security.client_kwargs(settings, "admin"))
+    await admin.start()
+    try:
+        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        return {entry[0]: entry[1] for r in response for resource in r.resources for entry in resource[4]}
+    finally:
+        await admin.close()
 
 
 async def delete_app_topics(settings: Settings) -> list[str]:

@@ -23,6 +23,7 @@ from models.settings import Settings
 from tools.table_recovery import (
     STACK_DIR,
     Uploader,
+    changelog_topic,
     delete_app_topics,
     fill_changelog,
     free_port,
@@ -30,6 +31,7 @@ from tools.table_recovery import (
     probe_record,
     start_worker,
     synthetic_values,
+    topic_config,
 )
 
 pytestmark = [pytest.mark.stack]
@@ -54,6 +56,9 @@ async def test_a_restarted_worker_answers_a_cached_photo_from_its_table(stack_ka
             assert before.status is JobStatus.DONE
             assert before.cache is not None and before.cache.source is CacheSource.TABLE
             assert before.cache.reused_job_id == seeded_job
+            # The changelog Faust created itself is compacted and rolled hourly, so the cleaner can compact it.
+            inflight = await topic_config(settings, changelog_topic(settings, "inflight-by-phash"))
+            assert (inflight["cleanup.policy"], inflight["segment.ms"]) == ("compact", "3600000")
 
             workers[0].process.send_signal(signal.SIGKILL)
             await asyncio.to_thread(workers[0].process.wait, 10)
