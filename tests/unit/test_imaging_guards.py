@@ -146,11 +146,11 @@ def test_metadata_is_counted_against_its_limit() -> None:
     refused(png, limits(max_metadata_bytes=1899), ErrorCode.IMAGE_REFUSED)
 
 
-def _png_text(key: bytes, value: bytes) -> object:
+def _png_text(key: bytes, value: bytes, *, compressed: bool = False) -> object:
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text(key.decode(), value.decode())
+    info.add_text(key.decode(), value.decode(), zip=compressed)
     return info
 
 
@@ -361,6 +361,30 @@ def test_markup_in_a_png_text_chunk_after_the_pixels_is_refused(kind: bytes) -> 
     # The same chunk without markup is an honest image.
     honest = png_with_chunk_before_iend(png, png_chunk(b"tEXt", b"Comment\x00a jar of jam"))
     assert refusal(honest, limits()) is None
+
+
+def test_markup_in_a_compressed_png_text_is_refused() -> None:
+    # A zTXt chunk's text is compressed: only the text Pillow decompressed shows the markup.
+    png = encode(quadrants(), "PNG", pnginfo=_png_text(b"Comment", b"<script>alert(1)</script>", compressed=True))
+    assert b"<script>" not in png
+    exc = refused(png, limits(), ErrorCode.IMAGE_REFUSED)
+    assert exc.message == "the file also contains markup"
+
+
+def test_only_what_follows_the_last_end_of_image_is_looked_at() -> None:
+    # An end-of-image marker inside the metadata (as an EXIF thumbnail has) does not make the pixels "after the
+    # image": markup-like bytes there, by chance in the compressed data, refuse nothing.
+    jpeg = encode(samples_photo_small(), "JPEG", comment=b"thumbnail \xff\xd9 inside")
+    sos = jpeg.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+    middle = start + (len(jpeg) - start) // 2
+    data = jpeg[:middle] + b"<img " + jpeg[middle:]
+    exc = refusal(data, limits())
+    assert exc is None or exc.code is not ErrorCode.IMAGE_REFUSED, exc
+
+
+def samples_photo_small() -> Image.Image:
+    return Image.open(io.BytesIO(samples.photo_bytes(2))).convert("RGB").resize((320, 240))
 
 
 def test_markup_right_after_the_png_end_is_refused() -> None:
