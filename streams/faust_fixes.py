@@ -12,6 +12,13 @@ by one, and it is skipped entirely while the partition has no commit yet. A work
 event is done never sees it again: a job without a result. Found by killing a worker mid-burst
 (tests/integration/test_worker_crash_stack.py). The version here never commits past an event that is still
 in progress (fetched, not yet acknowledged); otherwise it is the original's logic.
+
+A second correction: the worker's consumer waits at most :data:`FETCH_MAX_WAIT_MS` for a fetch, not the
+1500 ms faust-streaming hard-codes. aiokafka keeps one fetch in flight per broker and leaves out of it the
+partitions whose fetched records are still being processed; once those are done, they cannot be fetched again
+until the fetch in flight returns, and with nothing new on the partitions it asked for that takes the whole
+wait. A burst whose first records were still being hashed when the next fetch left then stalls for up to
+1.5 s before the rest of it is read (the bimodal bursts in BENCHMARKS.md: 96 events in 0.55 s or in 1.9 s).
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
 
 FOR_VERSION = "0.15.3"  # the faust-streaming release whose Consumer._new_offset this replaces
+# The longest a fetch of the worker's consumer waits at the broker for records (faust-streaming: 1500). Bounds the
+# stall described above; an idle worker sends about 1000 / FETCH_MAX_WAIT_MS fetches per second per broker.
+FETCH_MAX_WAIT_MS = 100
 
 
 class UnexpectedFaustVersion(RuntimeError):
@@ -69,3 +80,17 @@ def apply(installed: str = faust.__version__) -> None:
             f"faust-streaming {installed} is installed. Check whether that release fixed it or changed "
             f"_new_offset, then update FOR_VERSION or remove the correction.")
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    faust_aiokafka.Consumer._new_consumer_thread = _new_consumer_thread  # type: ignore[method-assign]
+
+
+class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The worker's aiokafka consumer, with fetches that wait at most :data:`FETCH_MAX_WAIT_MS`."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start() to build its Fetcher
+        return consumer
+
+
+def _new_consumer_thread(self: Any) -> faust_aiokafka.AIOKafkaConsumerThread:
+    return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)

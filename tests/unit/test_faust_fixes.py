@@ -57,3 +57,15 @@ def test_another_faust_version_is_refused_loudly() -> None:
         faust_fixes.apply("0.16.0")
     faust_fixes.apply(faust_fixes.FOR_VERSION)  # the version it was written for: installed (again)
     assert Consumer._new_offset is faust_fixes._new_offset
+
+
+def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms(monkeypatch: Any) -> None:
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    assert faust_aiokafka.Consumer._new_consumer_thread is faust_fixes._new_consumer_thread
+    made = SimpleNamespace(_fetch_max_wait_ms=1500)  # faust-streaming's hard-coded wait
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",
+                        lambda self, transport: made)
+    thread = faust_fixes._PromptConsumerThread.__new__(faust_fixes._PromptConsumerThread)
+    assert thread._create_worker_consumer(None) is made
+    assert made._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS < 1500
