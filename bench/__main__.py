@@ -3,7 +3,7 @@
     python -m bench                        everything; writes bench/latest.json and prints the table
     python -m bench --quick                a smoke run (fewer, shorter repeats); writes bench/.cache/quick.json
     python -m bench --only hash,miss       some sections: hash, baseline, pipeline, e2e, ws, miss, identical
-    python -m bench --workers 2            worker processes in the group (one per core, as Faust scales)
+    python -m bench --workers 1            worker processes in the group (default 2: one per core, as Faust scales)
     python -m bench --profile              also sample the worker with py-spy during the sustained run
 
 Order: workload (generated once, cached) -> hashing -> [stack] upload the object pool -> the original loop
@@ -88,7 +88,9 @@ class Plan:
     miss_latency_ms: int = 3000
     warm_latency_ms: int = 200  # the model's latency while the cache is being filled (not measured)
     budget_s: float = 780.0  # the stack phases stop searching past this (make bench must stay < 15 min)
-    workers: int = 1  # worker processes in one group
+    # Worker processes in one group: one per core, as Faust deployments scale (two processes beat one with a
+    # process pool for decode + hash, and one with threads only: BENCHMARKS.md, "Two cores on the decode path").
+    workers: int = 2
 
     @classmethod
     def quick(cls) -> Plan:
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer and shorter repeats")
     parser.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the sustained run")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
+    parser.add_argument("--workers", type=int, default=Plan.workers,
+                        help=f"worker processes in the group (default {Plan.workers}: one per core)")
     parser.add_argument("--out", default=None, help="where to write the JSON (default: bench/latest.json for "
                                                     "a full run, bench/.cache/quick.json otherwise)")
     args = parser.parse_args(argv)
