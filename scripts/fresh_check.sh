@@ -7,6 +7,7 @@
 #   sudo scripts/fresh_check.sh              # the host's Debian release (else bookworm), HEAD of this clone
 #   FRESH_SUITE=trixie FRESH_REF=main FRESH_KEEP=1 sudo scripts/fresh_check.sh
 #   FRESH_ENV="STACK_INFRA_TOOLS=0" sudo scripts/fresh_check.sh     # extra settings for make demo / make test
+#   FRESH_DIR=/var/tmp/waste-fresh-123 FRESH_REUSE=1 FRESH_STEPS=test sudo scripts/fresh_check.sh   # a kept root again
 #
 # FRESH_DIR (default /var/tmp/waste-fresh-<pid>) holds the root; it is deleted at the end unless the check
 # failed or FRESH_KEEP=1. The package mirror is the one the host's apt uses (read from /etc/apt/sources.list*);
@@ -85,6 +86,17 @@ port_busy() { timeout 1 bash -c ">/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 # The app's own ports, plus every NAME_PORT=${NAME_PORT:-N} the clone's scripts/stack.sh declares (pick_ports).
 declare -A PORTS=([API_PORT]=8080 [WORKER_WEB_PORT]=6066)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port_run() {  # the first of six free ports in a row whose cluster-bus ports (+10000) are free too
+    local base i ok
+    for (( base = 21000; base < 29000; base += 10 )); do
+        ok=1
+        for (( i = 0; i < 6; i++ )); do
+            if port_busy $((base + i)) || port_busy $((base + i + 10000)); then ok=0; break; fi
+        done
+        (( ok )) && { echo "$base"; return 0; }
+    done
+    return 1
+}
 pick_ports() {  # just before the commands run (the host's processes come and go): the env for the ports
     local var new moved=() other_stack=0 line
     while IFS= read -r line; do
@@ -94,9 +106,10 @@ pick_ports() {  # just before the commands run (the host's processes come and go
         port_busy "${PORTS[$var]}" && other_stack=1
     done
     for var in "${!PORTS[@]}"; do
-        # With another stack on the host, its worker and API come and go on 6066 and 8080: ours move too.
-        if port_busy "${PORTS[$var]}" || { (( other_stack )) && [[ $var == API_PORT || $var == WORKER_WEB_PORT ]]; }; then
-            new=$(free_port)
+        # With another stack on the host, its services come and go (a test starts the Redis Cluster, a worker,
+        # an API): every port moves, not only the ones busy right now.
+        if port_busy "${PORTS[$var]}" || (( other_stack )); then
+            if [[ $var == REDIS_CLUSTER_PORT ]]; then new=$(free_port_run); else new=$(free_port); fi
             moved+=("$var ${PORTS[$var]} -> $new")
             PORTS[$var]=$new
         fi
@@ -227,15 +240,26 @@ manual() { chroot "$ROOT" apt-mark showmanual | sort; }
 
 # ---- run ------------------------------------------------------------------------------------------------------
 say "suite $SUITE, mirror from the host's apt sources, root $ROOT, ref $FRESH_REF"
-step "install debootstrap (host)" install_debootstrap
-step "debootstrap minimal root" make_root
-step "copy CA store + proxy config" copy_host_config
-step "clean clone, private folder" copy_clone
-step "mount proc sys dev dev/pts" mount_all
+if [[ ${FRESH_REUSE:-0} == 1 && -d $ROOT$CLONE_IN_ROOT ]]; then
+    # A root kept by an earlier check (FRESH_DIR=... FRESH_REUSE=1): run the commands again in it, with what they
+    # installed there the first time (e.g. after a failure that was not the fresh system's).
+    copy_host_config
+    COMMIT=$(chroot "$ROOT" git -C "$CLONE_IN_ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+    FRESH_REF="the kept clone"
+    step "mount proc sys dev dev/pts" mount_all
+else
+    step "install debootstrap (host)" install_debootstrap
+    step "debootstrap minimal root" make_root
+    step "copy CA store + proxy config" copy_host_config
+    step "clean clone, private folder" copy_clone
+    step "mount proc sys dev dev/pts" mount_all
+fi
 say "the root has: $(in_root 'python3 --version; make --version | head -n 1' | tr '\n' ' ')"
-for c in java mvn go redis-server varnishd chromium curl; do
-    in_root "command -v $c" >/dev/null 2>&1 && die "the root already has $c: not a fresh system"
-done
+if [[ ${FRESH_REUSE:-0} != 1 ]]; then
+    for c in java mvn go redis-server varnishd chromium curl; do
+        in_root "command -v $c" >/dev/null 2>&1 && die "the root already has $c: not a fresh system"
+    done
+fi
 packages >"$FRESH_DIR/packages.before"
 manual >"$FRESH_DIR/manual.before"
 du_stack() { in_root "du -sh $CLONE_IN_ROOT/.stack $CLONE_IN_ROOT/.venv /root/.cache 2>/dev/null | tr '\n' ' ' | tr '\t' ' '"; }
@@ -245,13 +269,14 @@ installed() {  # installed BEFORE AFTER: packages asked for by name (and how man
 }
 
 pick_ports
+FRESH_STEPS=${FRESH_STEPS:-demo test}
 DEMO_RC=0
-step "make demo" in_root "cd $CLONE_IN_ROOT && make demo" || DEMO_RC=$?
+[[ " $FRESH_STEPS " != *" demo "* ]] || step "make demo" in_root "cd $CLONE_IN_ROOT && make demo" || DEMO_RC=$?
 packages >"$FRESH_DIR/packages.after-demo"; manual >"$FRESH_DIR/manual.after-demo"
 say "make demo installed: $(installed before after-demo); downloads and builds: $(du_stack)"
 
 TEST_RC=0
-step "make test" in_root "cd $CLONE_IN_ROOT && make test" || TEST_RC=$?
+[[ " $FRESH_STEPS " != *" test "* ]] || step "make test" in_root "cd $CLONE_IN_ROOT && make test" || TEST_RC=$?
 packages >"$FRESH_DIR/packages.after-test"; manual >"$FRESH_DIR/manual.after-test"
 say "make test installed beyond make demo: $(installed after-demo after-test)"
 say "package lists: $FRESH_DIR/packages.* and manual.*"
