@@ -10,6 +10,7 @@
 #   MUTATION_DIR=/tmp/my-run MUTATION_JOBS=1 ...   # a run folder of one's own; one test process at a time
 #   MUTATION_FROM=HEAD ...                         # the committed files, not the working tree
 #   MUTATION_RESUME=1 MUTATION_DIR=/tmp/my-run ... # go on with a stopped run in its folder (run it in slices)
+#   MUTATION_RESUME=1 MUTATION_RECHECK=1 ...      # after adding tests: run the survivors again with them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,10 +23,19 @@ TESTS=${MUTATION_TESTS:-"tests/unit tests/agents tests/api"}
 
 if [[ "${MUTATION_RESUME:-}" == 1 && -f "$RUN/setup.cfg" ]]; then
   # Go on with a run that was stopped (e.g. `timeout 600`): mutmut skips the mutants it has results for.
+  names=()
+  if [[ "${MUTATION_RECHECK:-}" == 1 ]]; then
+    # Tests were added since: take the tests as they are now (the mutated modules must be unchanged), forget
+    # which tests cover what, and run again only the mutants that survived (added tests kill, never revive).
+    if [[ -n "${MUTATION_FROM:-}" ]]; then git archive "$MUTATION_FROM" tests | tar -xf - -C "$RUN"
+    else tar --exclude='__pycache__' -cf - tests | tar -xf - -C "$RUN"; fi
+    rm -f "$RUN/mutants/mutmut-stats.json"
+    mapfile -t names < <(sed -n 's/^ *\([^ ]*\): \(survived\|no tests\)$/\1/p' "$RUN/results.txt")
+  fi
   cd "$RUN"
   export APP_ENV=development
   export PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}"
-  "$ROOT/.venv/bin/mutmut" run --max-children "$JOBS" || true
+  "$ROOT/.venv/bin/mutmut" run --max-children "$JOBS" "${names[@]}" || true
   "$ROOT/.venv/bin/mutmut" results --all true > "$RUN/results.txt" 2>&1 || true
   exec "$ROOT/.venv/bin/python" "${SCORE:-$ROOT/scripts/mutation_score.py}" "$RUN/results.txt"
 fi
