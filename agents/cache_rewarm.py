@@ -16,7 +16,7 @@ async def rewarm_shared_cache() -> None:
     ctx = await app.context.ready()
     await rewarm.rewarm_quietly(
         ctx.timers.rewarm, ctx.redis, ctx.cache, ctx.near if ctx.settings.near_duplicate_max_distance > 0 else None,
-        table=ctx.results.all,
+        table=ctx.results.each,  # read as the pass goes, not all at once
         recent=lambda: ctx.results.recent(time.time() - rewarm.RECENT_WINDOW_SECONDS),
         ttl_seconds=ctx.settings.cache_ttl_seconds,
     )

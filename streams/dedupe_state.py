@@ -154,6 +154,26 @@ class ResultTable:
                 for phash, value in list(self.table.items())
                 if value and not self.revocations.covers(phash, value["stored_at"])]
 
+    def each(self) -> Iterator[tuple[CachedClassification, float]]:
+        """:meth:`all`, one entry at a time, for a consumer that awaits in between (the re-warm's full pass): a
+        million entries are never decoded at once. Read like :meth:`expired_batches`; a rebalance that closes a
+        partition's database under the iteration ends it early (logged)."""
+        items: Iterator[tuple[str, Any]]
+        if _dict_backed(self.table):
+            items = ((phash, self.table.get(phash)) for phash in list(self.table.keys()))
+        else:
+            items = iter(self.table.items())
+        while True:
+            try:
+                phash, value = next(items)
+            except StopIteration:
+                return
+            except RuntimeError:
+                log.warning("the table's partitions changed during a full read; it ends here")
+                return
+            if value and not self.revocations.covers(phash, value["stored_at"]):
+                yield CachedClassification.model_validate(value["entry"]), value["stored_at"]
+
 
 class Inflight:
     """A model call under way for one pHash: who owns it, when it was asked, and who waits on it."""

@@ -19,6 +19,7 @@ Both run only when the worker's tables are recovered, so a pass never writes ans
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -37,6 +38,8 @@ EPOCH_KEY = "cache:warm-epoch"
 REWARM_INTERVAL_SECONDS = 2.0
 # Longer than a check interval plus AOF's one second plus a slow check: no recent answer falls between passes.
 RECENT_WINDOW_SECONDS = 15.0
+# Entries read from the table per round of invalidation look-ups and writes.
+WRITE_BACK_BATCH = 500
 
 
 @dataclass
@@ -72,17 +75,19 @@ async def write_back(cache: ResultCache, index: NearIndex | None, entries: Entri
     An answer an operator invalidated after it was stored (``cache:image:invalidated``, read here, not from the
     worker's copy of it, which lags by up to 2 s) is never written back. Returns how many were missing."""
     now = time.time() if now is None else now
-    entries = list(entries)
-    revoked_at = await _invalidated_at(cache, [entry.phash for entry, _ in entries])
     missing = 0
-    for entry, stored_at in entries:
-        left = int(ttl_seconds - (now - stored_at))
-        if left <= 1 or revoked_at.get(entry.phash, -1.0) >= stored_at:
-            continue
-        was_missing = await cache.put_if_absent(entry, ttl_seconds=left)
-        missing += was_missing
-        if index is not None and (index_all or was_missing):
-            await index.add(entry)
+    remaining = iter(entries)
+    # A batch at a time: a full pass over a large table (RocksDB, docs/SCALING.md "Tables") is read as it goes.
+    while batch := list(itertools.islice(remaining, WRITE_BACK_BATCH)):
+        revoked_at = await _invalidated_at(cache, [entry.phash for entry, _ in batch])
+        for entry, stored_at in batch:
+            left = int(ttl_seconds - (now - stored_at))
+            if left <= 1 or revoked_at.get(entry.phash, -1.0) >= stored_at:
+                continue
+            was_missing = await cache.put_if_absent(entry, ttl_seconds=left)
+            missing += was_missing
+            if index is not None and (index_all or was_missing):
+                await index.add(entry)
     return missing
 
 

@@ -81,3 +81,24 @@ async def test_a_lazy_store_is_read_a_batch_at_a_time() -> None:
 async def test_a_rebalance_during_the_sweep_ends_it_early() -> None:
     store = LazyStore(entries(10), fail_after=5)
     assert await collect(results(store), batch_size=4) == [["p0", "p2"]]
+
+
+def answer(phash: str) -> dict[str, Any]:
+    return {"phash": phash, "model_version": "m", "job_id": f"job-{phash}", "created_at": "2026-11-30T09:00:00Z",
+            "classification": {"category": "glass", "item_name": "jar", "disposal_instructions": "Glass bin.",
+                               "recyclable": True, "confidence": 0.9}}
+
+
+def test_the_full_read_for_the_rewarm_goes_entry_by_entry() -> None:
+    store = LazyStore({f"p{i}": {"entry": answer(f"p{i}"), "stored_at": NOW} for i in range(5)})
+    table = results(store)
+    table.revocations.revoke("p3", NOW)
+    each = table.each()
+    entry, stored_at = next(each)
+    assert (entry.phash, stored_at, store.read) == ("p0", NOW, 1)  # nothing read ahead
+    assert [e.phash for e, _ in each] == ["p1", "p2", "p4"]  # an invalidated answer is not written back
+
+
+def test_a_rebalance_during_the_full_read_ends_it() -> None:
+    store = LazyStore({f"p{i}": {"entry": answer(f"p{i}"), "stored_at": NOW} for i in range(5)}, fail_after=2)
+    assert [e.phash for e, _ in results(store).each()] == ["p0", "p1"]
