@@ -39,6 +39,7 @@ from streams.near_index import (
 )
 from tools.kit import Simulator
 from tools.kit.hashes import cached_entry, flip, random_hash
+from tools.kit.results import of_group
 
 simulator = Simulator().request  # the stack's shared simulator
 
@@ -264,9 +265,9 @@ async def _burst(pipeline, files: list[tuple[int, Path]], seed: int = 5):  # typ
 
 
 def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
-    # Another worker of another consumer group on the same broker (a benchmark, say) answers these jobs too;
-    # its results carry its own prompt version. Only this session's worker is under test.
-    return [r for r in results if r.cache is None or r.cache.model_version == version]
+    # Another worker of another consumer group on the same broker (a benchmark, say) answers these jobs too.
+    # Only this session's worker is under test.
+    return [r for r in results if of_group(r, version)]
 
 
 async def _own_results(watcher, job_ids: list[str], version: str, timeout: float = 120) -> dict[str, AnalysisResult]:  # type: ignore[no-untyped-def]

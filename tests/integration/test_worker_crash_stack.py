@@ -19,6 +19,7 @@ from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from tests import samples
 from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers, worker_counter
+from tools.kit.results import of_group
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
 
@@ -28,7 +29,7 @@ MODEL_LATENCY_MS = 1500
 
 
 def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
-    return [r for r in results if r.status is JobStatus.FAILED or (r.cache and r.cache.model_version == version)]
+    return [r for r in results if of_group(r, version)]
 
 
 async def test_a_worker_killed_mid_burst_loses_no_job() -> None:

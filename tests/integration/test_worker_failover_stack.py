@@ -34,6 +34,7 @@ from tools.kit import (
     wait_until_partitions_held,
     wait_until_pipeline_answers,
 )
+from tools.kit.results import of_group
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart, pytest.mark.known_failing]
 
@@ -58,7 +59,7 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
     answers: dict[str, list[tuple[float, AnalysisResult]]] = {}
 
     def collect(job_id: str, result: AnalysisResult) -> None:
-        if result.status is JobStatus.FAILED or (result.cache and result.cache.model_version == settings.model_version):
+        if of_group(result, settings.model_version):
             answers.setdefault(job_id, []).append((time.monotonic(), result))
 
     try:

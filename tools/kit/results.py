@@ -22,6 +22,21 @@ from streams import kafka_security, topics
 from streams.clients import s3_client
 from tools.kafka_admin import position_at_end
 
+# What a worker group that does not read the tests' keys (tests/...) answers them with: every group on the broker
+# reads every upload event, so a benchmark's or a demo's worker refuses each test upload this way.
+KEY_REFUSED = "the event's object key is not acceptable"
+
+
+def of_group(result: AnalysisResult, model_version: str) -> bool:
+    """Whether ``result`` can be the answer of the worker group whose model version is ``model_version``.
+
+    A classification carries its group's model version; a failure carries none, so every failure counts except
+    another group's refusal of a key only test workers read.
+    """
+    if result.cache is not None:
+        return result.cache.model_version == model_version
+    return result.error is None or result.error.message != KEY_REFUSED
+
 
 async def put_objects(settings: Settings, items: Iterable[tuple[str, bytes, str]], concurrency: int = 16) -> None:
     """Put every (key, body, content type) into the bucket, ``concurrency`` at a time."""
