@@ -947,6 +947,7 @@ cmd_up() {
 cmd_app_down() {
     stop api "-m api" 15
     stop worker "streams.app" 45
+    stop worker-2 "streams.app" 45  # make demo runs two workers in one group (tools/demo.py)
 }
 
 cmd_down() {
@@ -954,6 +955,7 @@ cmd_down() {
     # by `make demo` (tools/demo.py) with pid files here; when nothing started them this is a no-op.
     stop api "-m api" 15
     stop worker "streams.app" 45
+    stop worker-2 "streams.app" 45
     stop simulator "simulator" 10
     stop edge-exporter tools.edge_exporter 10
     stop edge varnishd 10

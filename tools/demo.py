@@ -1,10 +1,11 @@
 """`make demo`: the whole pipeline on the local stack, used by a crowd of simulated app users.
 
-Starts the worker and the API (the stack and the vision-model simulator are started by `make stack-up`),
+Starts the workers and the API (the stack and the vision-model simulator are started by `make stack-up`):
+``--workers`` worker processes in one group (default 2, one per core, as Faust deployments scale; BENCHMARKS.md),
 then sends a sample of real photos (the repository's samples/waste, or any folder given with --photos / make demo
 PHOTOS=dir), with re-uploads of some, through the real API
 flow: analyze -> pre-signed POST upload to S3 -> upload-complete -> results over the WebSocket. Prints live
-progress and a summary, and ends with the web page's address. The worker and the API keep running
+progress and a summary, and ends with the web page's address. The workers and the API keep running
 (`make stack-down` stops everything).
 """
 
@@ -59,24 +60,40 @@ def pick_photos(folder: Path, distinct: int, reuploads: int, seed: int) -> list[
     return crowd
 
 
-async def start_pipeline(settings: Settings) -> None:
+# Worker processes of the demo's group: one per core of a 2-core machine (see BENCHMARKS.md, "Two cores on the
+# decode path"). Worker N > 1 has the pid file worker-N and the web port WORKER_WEB_PORT + N - 1.
+DEFAULT_WORKERS = 2
+
+
+def worker_names(workers: int) -> list[str]:
+    return ["worker" if i == 0 else f"worker-{i + 1}" for i in range(workers)]
+
+
+async def start_pipeline(settings: Settings, workers: int = DEFAULT_WORKERS) -> None:
     app_id = f"waste-demo-{int(time.time())}"
-    datadir = processes.STACK_DIR / "faust" / app_id
-    datadir.mkdir(parents=True, exist_ok=True)
     if processes.running_pid("worker", "streams.app") is None:
         # A consumer group of its own, starting at the end of the topics: on a machine where tests or
         # benchmarks wrote to the same topics, a reused group would first replay all of their events.
         await start_group_at_end(settings.model_copy(update={"app_id": app_id}))
-    worker_pid, new_worker = processes.start_detached(
-        "worker", processes.worker_argv(datadir), "streams.app",
-        env={"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest", "APP_ENV": "development"},
-    )
+    elif (running := _running_app_id()) is not None:  # more workers join the running demo's group
+        app_id = running
+    else:  # a worker of unknown group runs: start no other, which could form a group of its own
+        workers = 1
+    pids = []
+    for i, name in enumerate(worker_names(workers)):
+        datadir = processes.STACK_DIR / "faust" / (app_id if i == 0 else f"{app_id}-{i + 1}")
+        datadir.mkdir(parents=True, exist_ok=True)
+        env = {"APP_ID": app_id, "KAFKA_AUTO_OFFSET_RESET": "earliest", "APP_ENV": "development",
+               "WORKER_WEB_PORT": str(settings.worker_web_port + i)}
+        pid, new = processes.start_detached(name, processes.worker_argv(datadir), "streams.app", env=env)
+        (processes.RUN_DIR / f"{name}.app_id").write_text(f"{app_id}\n")
+        pids.append(f"{pid} ({'started' if new else 'already running'})")
     # One machine plays the whole crowd from 127.0.0.1: per-client rate limits off for the demo's API.
     api_pid, new_api = processes.start_detached("api", [sys.executable, "-m", "api"], "-m api",
                                                 env={"APP_ENV": "development", "RATE_LIMIT_ANALYZE": "0",
                                                      "RATE_LIMIT_UPLOAD_COMPLETE": "0",
                                                      "WS_MAX_SOCKETS_PER_CLIENT": "1000"})
-    print(f"worker pid {worker_pid} ({'started' if new_worker else 'already running'}), "
+    print(f"worker pids {', '.join(pids)} (one group: {app_id}), "
           f"API pid {api_pid} ({'started' if new_api else 'already running'}); logs in {processes.LOG_DIR}")
     url = f"http://{settings.api_host}:{settings.api_port}/healthz"
     if not await wait_http_ok(url, timeout=60):
@@ -88,14 +105,28 @@ async def start_pipeline(settings: Settings) -> None:
         raise SystemExit(f"the worker did not answer; see {processes.LOG_DIR / 'worker.log'}") from None
 
 
-async def metrics_snapshot(settings: Settings) -> dict[str, float] | None:
-    """The worker's metrics now (None when they cannot be read)."""
-    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
+def _running_app_id() -> str | None:
     try:
-        url = f"http://{host}:{settings.worker_web_port}/metrics"
-        return await asyncio.to_thread(cost_report.read_metrics, url, 5.0)
-    except (OSError, ValueError):
+        return (processes.RUN_DIR / "worker.app_id").read_text().strip() or None
+    except OSError:
         return None
+
+
+async def metrics_snapshot(settings: Settings, workers: int = DEFAULT_WORKERS) -> dict[str, float] | None:
+    """The workers' metrics now, summed over the group (None when none can be read)."""
+    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
+    summed: dict[str, float] = {}
+    read = 0
+    for i in range(workers):
+        try:
+            url = f"http://{host}:{settings.worker_web_port + i}/metrics"
+            samples = await asyncio.to_thread(cost_report.read_metrics, url, 5.0)
+        except (OSError, ValueError):
+            continue
+        read += 1
+        for key, value in samples.items():
+            summed[key] = summed.get(key, 0.0) + value
+    return summed if read else None
 
 
 def print_costs(summary: dict[str, Any], before: dict[str, float] | None, after: dict[str, float] | None) -> None:
@@ -196,18 +227,18 @@ async def main_async(args: argparse.Namespace) -> int:
     settings = load_settings()
     print("vision model:", settings.vision_model, "at", settings.openai_base_url,
           "(the local stack's SIMULATOR, not a real model)" if "8090" in (settings.openai_base_url or "") else "")
-    await start_pipeline(settings)
+    await start_pipeline(settings, args.workers)
     photos = pick_photos(args.photos, args.distinct, args.reuploads, args.seed)
     distinct = len(set(photos))
     print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} re-uploads) "
           f"by {args.users} concurrent users:")
     simulator = Simulator.of(settings.openai_base_url)
     before = await simulator.calls_or_none()
-    metrics_before = await metrics_snapshot(settings)
+    metrics_before = await metrics_snapshot(settings, args.workers)
     started = time.monotonic()
     outcomes = await crowd(settings, photos, args.users)
     after = await simulator.calls_or_none()
-    metrics_after = await metrics_snapshot(settings)
+    metrics_after = await metrics_snapshot(settings, args.workers)
     summary = summarize(outcomes, after - before if before is not None and after is not None else None)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     print("\nsummary")
@@ -239,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct", type=int, default=36, help="distinct photos")
     parser.add_argument("--reuploads", type=int, default=24, help="re-uploads of photos already sent")
     parser.add_argument("--users", type=int, default=8, help="concurrent users")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"worker processes in the demo's group (default {DEFAULT_WORKERS}: one per core)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--json", action="store_true", help="also print the summary as JSON")
     return asyncio.run(main_async(parser.parse_args(argv)))

@@ -207,10 +207,10 @@ def _stop(pid: int, timeout: float = 45.0) -> None:
 
 
 async def test_the_demo_runs_a_small_crowd_and_summarises_it(pipeline) -> None:  # type: ignore[no-untyped-def]
-    """``make demo`` with a crowd of 4 photos and 2 re-uploads. It starts a worker and the API unless they run
-    (pid files in .stack/run); what it started is stopped here."""
+    """``make demo`` with a crowd of 4 photos and 2 re-uploads. It starts two workers (one group) and the API
+    unless they run (pid files in .stack/run); what it started is stopped here."""
     run_dir = ROOT / ".stack" / "run"
-    before = {name: (run_dir / f"{name}.pid").exists() for name in ("worker", "api")}
+    before = {name: (run_dir / f"{name}.pid").exists() for name in ("worker", "worker-2", "api")}
     try:
         proc = await asyncio.to_thread(_run_tool, ["tools.demo", "--distinct", "4", "--reuploads", "2", "--users",
                                                    "3", "--seed", "7", "--json"], 400)
