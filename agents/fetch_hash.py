@@ -103,15 +103,10 @@ async def _phash(ctx: WorkerContext, data: bytes) -> tuple[str, str, float | Non
     """The image's pHash, remembered for these exact bytes or else decoded and hashed (off the event loop),
     the SHA-256 of the bytes (classify checks it is shown these very bytes), and the time spent decoding
     (None when it was remembered)."""
+    if ctx.digests is None:  # every upload is decoded
+        return await _decode_with_digest(ctx, data)
     loop = asyncio.get_running_loop()
     limits = ImageLimits.from_settings(ctx.settings)
-    if ctx.digests is None:  # every upload is decoded: the digest and the decode in one hand-off to the executor
-        started = time.monotonic()
-        digest, hashed = await loop.run_in_executor(
-            ctx.executor, functools.partial(digest_and_hash, data, max_pixels=ctx.settings.max_image_pixels,
-                                            limits=limits))
-        metrics.hash_total.labels(path="decode").inc()
-        return hashed.phash, digest, (time.monotonic() - started) * 1000
     digest = await loop.run_in_executor(ctx.executor, content_digest, data)
     try:
         known = await ctx.digests.phash_of(digest, max_pixels=ctx.settings.max_image_pixels)
@@ -131,6 +126,16 @@ async def _phash(ctx: WorkerContext, data: bytes) -> tuple[str, str, float | Non
     except RedisError as exc:
         log.warning("could not remember the digest (%s)", exc)
     return hashed.phash, digest, decode_ms
+
+
+async def _decode_with_digest(ctx: WorkerContext, data: bytes) -> tuple[str, str, float]:
+    """The SHA-256 and the decode in one hand-off to the executor (``CONTENT_DIGEST_CACHE=false``)."""
+    started = time.monotonic()
+    digest, hashed = await asyncio.get_running_loop().run_in_executor(
+        ctx.executor, functools.partial(digest_and_hash, data, max_pixels=ctx.settings.max_image_pixels,
+                                        limits=ImageLimits.from_settings(ctx.settings)))
+    metrics.hash_total.labels(path="decode").inc()
+    return hashed.phash, digest, (time.monotonic() - started) * 1000
 
 
 async def _fail(ctx: WorkerContext, job_id: str | None, code: ErrorCode, message: str, source: _Source, *,
