@@ -57,8 +57,9 @@ HEALTHY_LATENCY_S = 5.0
 FAULT_AT_S = 6.0
 PORTS = {"KAFKA_PORT": 19092, "KAFKA_CONTROLLER_PORT": 19093, "REDIS_PORT": 16379, "S3_PORT": 17070,
          "CDN_PORT": 16081, "SIMULATOR_PORT": 18090, "STORAGE_EVENTS_PORT": 17071, "EDGE_EXPORTER_PORT": 19131}
-# The three-broker stack: its nodes' client and controller ports (the first are the single broker's).
-CLUSTER_PORTS = {"KAFKA_PORTS": "19092,19094,19096", "KAFKA_CONTROLLER_PORTS": "19093,19095,19097"}
+# The three-broker stack's nodes: client ports KAFKA_PORT, +2, +4 (19092, 19094, 19096), controller ports
+# KAFKA_CONTROLLER_PORT, +2, +4. --port-offset (CHAOS_PORT_OFFSET) moves every port, when these are taken.
+CLUSTER_STEPS = (0, 2, 4)
 KEY_PATTERN = r"chaos/[a-z0-9-]{1,64}\.jpg"
 
 
@@ -66,17 +67,21 @@ KEY_PATTERN = r"chaos/[a-z0-9-]{1,64}\.jpg"
 
 
 class Stack:
-    def __init__(self, stack_dir: Path, brokers: int = 1) -> None:
+    def __init__(self, stack_dir: Path, brokers: int = 1, port_offset: int = 0) -> None:
         self.dir = stack_dir
         self.brokers = brokers
-        self.env = {**os.environ, **{k: str(v) for k, v in PORTS.items()}, "STACK_DIR": str(stack_dir),
+        self.ports = {name: port + port_offset for name, port in PORTS.items()}
+        self.kafka_ports = [self.ports["KAFKA_PORT"] + step for step in CLUSTER_STEPS[:brokers]]
+        cluster = {"KAFKA_PORTS": ",".join(map(str, self.kafka_ports)),
+                   "KAFKA_CONTROLLER_PORTS": ",".join(str(self.ports["KAFKA_CONTROLLER_PORT"] + step)
+                                                      for step in CLUSTER_STEPS[:brokers])}
+        self.env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}, "STACK_DIR": str(stack_dir),
                     "STACK_STORAGE_EVENTS": "0", "APP_ENV": "development", "STACK_KAFKA_BROKERS": str(brokers),
-                    **(CLUSTER_PORTS if brokers > 1 else {})}
+                    **(cluster if brokers > 1 else {})}
 
     @property
     def bootstrap(self) -> str:
-        ports = CLUSTER_PORTS["KAFKA_PORTS"].split(",") if self.brokers > 1 else [str(PORTS["KAFKA_PORT"])]
-        return ",".join(f"127.0.0.1:{p}" for p in ports)
+        return ",".join(f"127.0.0.1:{p}" for p in self.kafka_ports)
 
     def prepare(self) -> None:
         """Reuse the shared stack's downloads (Kafka's jars, the S3 server's binary) instead of fetching them."""
@@ -108,7 +113,7 @@ class Stack:
 
 
 def settings_for(stack: Stack, run: str) -> Settings:
-    p = PORTS
+    p = stack.ports
     return Settings(  # type: ignore[call-arg]
         _env_file=None, app_env="development", app_id=f"waste-chaos-{run}", prompt_version=f"chaos-{run}",
         kafka_bootstrap_servers=stack.bootstrap, topic_replication_factor=min(stack.brokers, 3),
@@ -444,7 +449,7 @@ async def run_group(args: argparse.Namespace, brokers: int, names: list[str],
                     last: bool) -> tuple[Settings, list[dict[str, Any]]]:
     """``names`` on the private stack with ``brokers`` Kafka brokers (started here, stopped after unless ``last`` and
     ``--keep-stack``)."""
-    stack = Stack(Path(args.stack_dir), brokers)
+    stack = Stack(Path(args.stack_dir), brokers, args.port_offset)
     stack.prepare()
     await asyncio.to_thread(stack.run, "up")
     run = uuid.uuid4().hex[:8]
@@ -526,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between upload-complete events")
     parser.add_argument("--settle", type=float, default=150.0, help="seconds to wait for the last results")
     parser.add_argument("--stack-dir", default=os.environ.get("CHAOS_STACK_DIR", f"/tmp/waste-chaos-{os.getuid()}"))
+    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("CHAOS_PORT_OFFSET", "0")),
+                        help="add this to every port of the private stack (19092, 16379, ...) when they are taken")
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
     parser.add_argument("--no-write", action="store_true", help="print the report, do not write chaos/ and CHAOS.md")
     args = parser.parse_args(argv)
