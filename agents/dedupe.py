@@ -27,8 +27,8 @@ from streams import metrics, near_index, topics
 from streams.app import app
 from streams.channels import images_hashed_topic, vision_requests_topic
 from streams.context import WorkerContext
-from streams.dedupe_decision import Answer as AnswerFromTier
 from streams.dedupe_decision import (
+    Answer,
     AskAgain,
     Call,
     Decision,
@@ -132,7 +132,7 @@ async def _carry_out(ctx: WorkerContext, job: ImageHashed, decision: Decision, s
     if getattr(decision, "release_claim", False):
         await ctx.calls.release_claim(job.phash)
     match decision:
-        case AnswerFromTier():
+        case Answer():
             await _answer(ctx, job, decision, started)
         case WaitHere():
             _wait_here(ctx, job, decision)
@@ -153,7 +153,7 @@ async def _carry_out(ctx: WorkerContext, job: ImageHashed, decision: Decision, s
             await _pay(ctx, job, decision)
 
 
-async def _answer(ctx: WorkerContext, job: ImageHashed, decision: AnswerFromTier, started: float) -> None:
+async def _answer(ctx: WorkerContext, job: ImageHashed, decision: Answer, started: float) -> None:
     entry = decision.entry
     if decision.remember:
         ctx.results.remember(entry)
