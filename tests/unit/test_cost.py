@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from models.settings import Settings
 from streams import cost
 from streams.vision import VisionClient
-from tests.unit.test_simulator import client, configure, control, data_url, sim  # noqa: F401  (fixtures)
+from tests.unit.test_simulator import client, configure, control, data_url  # noqa: F401  (fixtures)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:

@@ -32,7 +32,6 @@ from simulator.faults import (
     latency_seconds,
     pick_fault,
 )
-from simulator.server import create_app
 
 RESPONSE_FORMAT: dict[str, Any] = {
     "type": "json_schema",
@@ -74,12 +73,6 @@ async def complete(client: AsyncOpenAI, url: str, **kwargs: Any) -> Any:
         response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
         **kwargs,
     )
-
-
-@pytest_asyncio.fixture
-async def sim(aiohttp_server: Any) -> TestServer:
-    # Latency 0 keeps the suite fast; tests that need latency or faults set them over /_sim/config.
-    return await aiohttp_server(create_app(SimConfig(latency_ms=0, jitter_ms=0)))
 
 
 @pytest_asyncio.fixture

@@ -65,11 +65,6 @@ def our_schema() -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def sim(aiohttp_server: Any) -> TestServer:
-    return await aiohttp_server(create_app(SimConfig(latency_ms=0, jitter_ms=0)))
-
-
-@pytest_asyncio.fixture
 async def http(aiohttp_client: Any, sim: TestServer) -> TestClient:
     return await aiohttp_client(sim)
 
