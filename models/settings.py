@@ -71,10 +71,11 @@ class Settings(BaseSettings):
         "photos, see docs/SCALING.md); RocksDB's folder is `{datadir}/v1/tables-{WORKER_WEB_PORT}`",
     )
     table_standby_replicas: int = Field(
-        0,
+        1,
         ge=0,
         description="standby copies of each table partition kept by other workers of the group (Faust's "
-        "`table_standby_replicas`): a dead worker's partitions move to a worker that already holds them",
+        "`table_standby_replicas`): a dead worker's partitions move to a worker that already holds them (at 100k "
+        "cached photos, answering again 7 s after a kill instead of 18 s; docs/SCALING.md). No effect with one worker",
     )
     kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest",

@@ -433,7 +433,75 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+async def held(port: int) -> dict[str, Any] | None:
+    """A worker's /readyz body when it says ready."""
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=3)) as response:
+            body = await response.json(content_type=None)
+            if response.status == 200 and isinstance(body, dict):
+                return body
+    return None
+
+
+async def run_failover(entries: int, standby: int, *, settle: float, timeout: float) -> dict[str, Any]:
+    """Two RocksDB workers share the partitions; one is killed (-9): seconds until an upload whose pHash was on
+    the dead worker's partition is answered from the table by the survivor, with ``standby`` replicas."""
+    session = uuid.uuid4().hex[:8]
+    settings = Settings(_env_file=None, app_env="development",  # type: ignore[call-arg]
+                        app_id=f"waste-tables-failover{standby}-{entries}-{session}",
+                        prompt_version=f"tables-{session}", table_store="rocksdb", table_standby_replicas=standby,
+                        worker_web_port=free_port(), kafka_session_timeout_seconds=6)
+    photos = [probe_photo(f"{session}-{i}") for i in range(12)]
+    await fill_changelog(settings, [*synthetic_values(entries, settings.model_version),
+                                    *(probe_record(settings, phash) for _, phash in photos)])
+    second = settings.model_copy(update={"worker_web_port": free_port()})
+    workers: list[Any] = []
+    out: dict[str, Any] = {"entries": entries, "standby": standby}
+    try:
+        workers.append(start_worker(settings, name=f"failover{standby}-a"))
+        await wait_ready(settings, workers[0], timeout)
+        workers.append(start_worker(second, name=f"failover{standby}-b", new_group=False))
+        deadline = time.monotonic() + timeout
+        while True:  # both ready in one generation, the partitions split between them
+            bodies = [await held(s.worker_web_port) for s in (settings, second)]
+            if all(bodies) and len({b["generation"] for b in bodies if b}) == 1 and all(
+                    b and b["partitions_held"].get(topics.IMAGES_HASHED) for b in bodies):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the two workers did not share the partitions: {bodies}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(settle)  # standbys read the other worker's changelog partitions meanwhile
+        victim = set(bodies[0]["partitions_held"][topics.IMAGES_HASHED])  # type: ignore[index]
+        data, phash = next((d, p) for d, p in photos
+                           if (murmur2(p.encode()) & 0x7FFFFFFF) % settings.topic_partitions in victim)
+        async with Uploader(settings, data) as uploads:
+            workers[0].process.kill()
+            killed = time.monotonic()
+            job = await uploads.publish()
+            result = await uploads.result(job, timeout)
+            out["answered_s"] = round(uploads.arrived[job] - killed, 2)
+            out["source"] = result.cache.source.value if result.cache else None
+        out["survivor_peak_rss_mib"] = round(rss_kib(workers[1].process.pid).get("VmHWM", 0) / 1024, 1)
+        print(f"[failover standby={standby} {entries}] {out}", flush=True)
+    except (TimeoutError, RuntimeError) as exc:
+        out["error"] = str(exc)[-1500:]
+        print(f"[failover standby={standby} {entries}] failed: {out['error']}", flush=True)
+    finally:
+        for worker in workers:
+            worker.stop()
+        await delete_app_topics(settings)
+        shutil.rmtree(STACK_DIR / "faust" / settings.app_id, ignore_errors=True)
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    if args.failover is not None:
+        outs = [await run_failover(entries, standby, settle=args.settle, timeout=args.timeout)
+                for entries in args.entries for standby in args.failover]
+        if args.json:
+            Path(args.json).write_text(json.dumps(outs, indent=2) + "\n")
+        return 0 if all("error" not in o for o in outs) else 1
     photo = probe_photo()
     runs = []
     for entries in args.entries:
@@ -459,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory-restart-at", type=int, nargs="*", default=[], metavar="N",
                         help="skip the memory store's restart at these sizes (it replays the changelog like the first "
                         "start: minutes at 1M)")
+    parser.add_argument("--failover", type=int, nargs="+", metavar="STANDBYS",
+                        help="instead: two RocksDB workers, one killed; time until the survivor answers a photo of "
+                        "the dead one's partition, with each of these TABLE_STANDBY_REPLICAS")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="--failover: seconds both workers run before the kill (standbys catch up)")
     parser.add_argument("--json", help="also write the figures to this file")
     return asyncio.run(main_async(parser.parse_args(argv)))
 

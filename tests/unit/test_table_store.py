@@ -27,16 +27,16 @@ def configured(**fields: object) -> types.SimpleNamespace:
 
 
 def test_memory_store_and_standby_replicas() -> None:
-    conf = configured(table_store="memory", table_standby_replicas=1)
+    conf = configured(table_store="memory", table_standby_replicas=0)
     assert conf.store == "memory://"
-    assert conf.table_standby_replicas == 1
+    assert conf.table_standby_replicas == 0
 
 
 def test_rocksdb_store_bounds_each_partition_database(rocksdb_defaults) -> None:  # type: ignore[no-untyped-def]
     conf = configured(table_store="rocksdb", worker_web_port=6070)
     assert conf.store == "rocksdb://"
     assert conf.tabledir == "tables-6070"  # one per live worker of a machine, the same again after a restart
-    assert conf.table_standby_replicas == 0
+    assert conf.table_standby_replicas == 1  # the default: a dead worker's partitions are held elsewhere too
     options = rocksdb.RocksDBOptions()  # what Faust opens every partition's database with
     assert options.use_rocksdict, "rocksdict is a dependency: Faust would fall back to python-rocksdb"
     assert options.block_cache_size == table_store.ROCKSDB_BLOCK_CACHE_BYTES < 2 * 1024**3
