@@ -111,6 +111,11 @@ def fetcher(settings_factory: Any, http: aiohttp.ClientSession, s3: FakeS3, base
     return ImageFetcher(settings, http, s3)
 
 
+def fallback_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What an operator reads: why the edge was skipped, with the address it was asked at (logs only)."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "streams.fetch"]
+
+
 def fetched_bytes(source: str) -> float:
     return REGISTRY.get_sample_value("waste_fetched_bytes_total", {"source": source}) or 0.0
 
@@ -231,8 +236,8 @@ async def test_an_error_status_falls_back_to_s3_and_says_why(settings_factory, h
     assert got.info.cdn_cache == "unknown" and got.info.cdn_age_s is None
     assert s3.calls == [(BUCKET, KEY)]
     assert fetched_bytes("s3") - before == len(PHOTO)
-    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warning) == 1 and KEY in warning[0].getMessage() and f"HTTP {status}" in warning[0].getMessage()
+    assert fallback_warnings(caplog) == [
+        f"CDN fetch failed for key={KEY} (HTTP {status} from {base}/{KEY}); falling back to S3"]
 
 
 async def test_a_declared_size_over_the_limit_is_refused_without_reading(settings_factory, http, cdn) -> None:  # type: ignore[no-untyped-def]
@@ -243,32 +248,40 @@ async def test_a_declared_size_over_the_limit_is_refused_without_reading(setting
         await fetcher(settings_factory, http, s3, base, max_image_bytes=1000).fetch(BUCKET, KEY)
     assert refused.value.code is ErrorCode.IMAGE_TOO_LARGE
     assert refused.value.message == f"object is {len(PHOTO)} bytes, limit 1000"
+    assert s3.calls == []
 
 
-async def test_a_body_cut_short_falls_back_to_s3(settings_factory, http) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_cut_short_falls_back_to_s3(settings_factory, http, caplog) -> None:  # type: ignore[no-untyped-def]
     server, base = await raw_http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
                                          + b"x" * 100)
     try:
         s3 = FakeS3()
-        got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
+        with caplog.at_level(logging.WARNING, logger="streams.fetch"):
+            got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
     finally:
         server.close()
         await server.wait_closed()
     assert (got.data, got.info.source, got.info.cdn_error) == (PHOTO, FetchSource.S3, "truncated body")
+    [warning] = fallback_warnings(caplog)
+    assert warning.startswith(f"CDN fetch failed for key={KEY} (truncated body: ClientPayloadError: ")
 
 
-async def test_a_body_shorter_than_its_length_after_decoding_falls_back_to_s3(settings_factory, http, cdn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_shorter_than_its_length_after_decoding_falls_back_to_s3(settings_factory, http, cdn, caplog) -> None:  # type: ignore[no-untyped-def]
     # A gzip-encoded answer: aiohttp hands over the decoded bytes, whose count is not the Content-Length.
     import gzip
 
     fake, base = cdn
-    fake.answer = lambda r: web.Response(body=gzip.compress(b"\0" * 50_000), headers={"Content-Encoding": "gzip"})
+    body = gzip.compress(b"\0" * 50_000)
+    fake.answer = lambda r: web.Response(body=body, headers={"Content-Encoding": "gzip"})
     s3 = FakeS3()
-    got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
+    with caplog.at_level(logging.WARNING, logger="streams.fetch"):
+        got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
     assert (got.data, got.info.source, got.info.cdn_error) == (PHOTO, FetchSource.S3, "truncated body")
+    assert fallback_warnings(caplog) == [
+        f"CDN fetch failed for key={KEY} (truncated body: 50000 of {len(body)} bytes); falling back to S3"]
 
 
-async def test_an_edge_that_does_not_answer_in_time_falls_back_to_s3(settings_factory, http, cdn) -> None:  # type: ignore[no-untyped-def]
+async def test_an_edge_that_does_not_answer_in_time_falls_back_to_s3(settings_factory, http, cdn, caplog) -> None:  # type: ignore[no-untyped-def]
     fake, base = cdn
 
     async def hang(request: web.Request) -> web.Response:
@@ -277,18 +290,24 @@ async def test_an_edge_that_does_not_answer_in_time_falls_back_to_s3(settings_fa
 
     fake.answer = hang
     s3 = FakeS3()
-    got = await fetcher(settings_factory, http, s3, base, fetch_timeout_seconds=0.2).fetch(BUCKET, KEY)
+    with caplog.at_level(logging.WARNING, logger="streams.fetch"):
+        got = await fetcher(settings_factory, http, s3, base, fetch_timeout_seconds=0.2).fetch(BUCKET, KEY)
     assert (got.data, got.info.source, got.info.cdn_error) == (PHOTO, FetchSource.S3, "timeout")
+    assert fallback_warnings(caplog) == [
+        f"CDN fetch failed for key={KEY} (timeout after 0.2s: {base}/{KEY}); falling back to S3"]
 
 
-async def test_an_edge_that_refuses_connections_falls_back_to_s3_naming_no_host(settings_factory, http) -> None:  # type: ignore[no-untyped-def]
+async def test_an_edge_that_refuses_connections_falls_back_to_s3_naming_no_host(settings_factory, http, caplog) -> None:  # type: ignore[no-untyped-def]
     server, base = await raw_http_server(b"")
     server.close()  # the port is now closed: connections are refused
     await server.wait_closed()
     s3 = FakeS3()
-    got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
+    with caplog.at_level(logging.WARNING, logger="streams.fetch"):
+        got = await fetcher(settings_factory, http, s3, base).fetch(BUCKET, KEY)
     assert got.info.source is FetchSource.S3
     assert got.info.cdn_error == "ClientConnectorError"  # the reason alone: results name no host or port
+    [warning] = fallback_warnings(caplog)  # the log names them
+    assert warning.startswith(f"CDN fetch failed for key={KEY} (ClientConnectorError: Cannot connect to host 127.0.0.1")
 
 
 async def test_with_the_cdn_disabled_only_s3_is_asked(settings_factory, http, cdn) -> None:  # type: ignore[no-untyped-def]
@@ -334,6 +353,7 @@ async def test_s3_that_does_not_answer_in_time_is_fetch_failed(s3_only) -> None:
         await s3_only(FakeS3(hang=True), fetch_timeout_seconds=0.2).fetch(BUCKET, KEY)
     assert failed.value.code is ErrorCode.FETCH_FAILED
     assert failed.value.message == "the image could not be fetched in time"
+    assert failed.value.detail == f"S3 GetObject timed out: s3://{BUCKET}/{KEY}"
 
 
 async def test_an_s3_body_arriving_in_pieces_is_read_to_its_end(s3_only) -> None:  # type: ignore[no-untyped-def]
@@ -351,9 +371,12 @@ async def test_an_s3_body_without_a_declared_length_is_read_whole(s3_only) -> No
 async def test_an_s3_object_of_exactly_the_limit_is_read_and_one_byte_more_refused(s3_only) -> None:  # type: ignore[no-untyped-def]
     got = await s3_only(FakeS3(), max_image_bytes=len(PHOTO)).fetch(BUCKET, KEY)
     assert got.data == PHOTO
+    body = FakeBody(PHOTO)
     with pytest.raises(PipelineError) as declared:
-        await s3_only(FakeS3(), max_image_bytes=len(PHOTO) - 1).fetch(BUCKET, KEY)
+        await s3_only(FakeS3(body=body), max_image_bytes=len(PHOTO) - 1).fetch(BUCKET, KEY)
     assert declared.value.code is ErrorCode.IMAGE_TOO_LARGE
+    assert declared.value.message == f"object is {len(PHOTO)} bytes, limit {len(PHOTO) - 1}"
+    assert body.pos == 0  # refused by its declared length, before a byte was read
     # An object that declares no length (or a wrong one) is still stopped while it is read.
     with pytest.raises(PipelineError) as read:
         await s3_only(FakeS3(declared=None), max_image_bytes=len(PHOTO) - 1).fetch(BUCKET, KEY)
@@ -365,15 +388,18 @@ async def test_an_s3_body_shorter_than_declared_is_fetch_failed(s3_only) -> None
     with pytest.raises(PipelineError) as failed:
         await s3_only(FakeS3(declared=len(PHOTO) + 10)).fetch(BUCKET, KEY)
     assert failed.value.code is ErrorCode.FETCH_FAILED
+    assert failed.value.message == "the image could not be fetched"
     assert failed.value.detail == f"S3 body truncated: {len(PHOTO)} of {len(PHOTO) + 10} bytes"
 
 
-@pytest.mark.parametrize("error", [aiohttp.ClientPayloadError("cut"), TimeoutError()])
-async def test_an_s3_body_that_fails_while_read_is_fetch_failed(s3_only, error) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("error", "named"), [(aiohttp.ClientPayloadError("cut"), "ClientPayloadError: cut"),
+                                              (TimeoutError(), "TimeoutError: ")])
+async def test_an_s3_body_that_fails_while_read_is_fetch_failed(s3_only, error, named) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PipelineError) as failed:
         await s3_only(FakeS3(body=FakeBody(PHOTO, fail=error))).fetch(BUCKET, KEY)
     assert failed.value.code is ErrorCode.FETCH_FAILED
-    assert failed.value.detail is not None and failed.value.detail.startswith("S3 body read failed: ")
+    assert failed.value.message == "the image could not be fetched"
+    assert failed.value.detail == f"S3 body read failed: {named}"
 
 
 async def test_an_s3_body_that_stops_arriving_is_fetch_failed(s3_only) -> None:  # type: ignore[no-untyped-def]
@@ -392,8 +418,8 @@ async def test_an_s3_body_that_stops_arriving_is_fetch_failed(s3_only) -> None: 
 
 @pytest.mark.parametrize(("bucket", "key", "why"), [
     ("other-bucket", KEY, "another bucket"),
-    (BUCKET, "uploads/../secrets.jpg", "path segment"),
-    (BUCKET, "uploads/a?b.jpg", "characters"),
+    (BUCKET, "uploads/../secrets.jpg", "key has an empty, '.' or '..' path segment"),
+    (BUCKET, "uploads/a?b.jpg", "key has characters other than ASCII letters, digits and . _ - /"),
 ])
 async def test_another_bucket_or_an_unsafe_key_is_never_fetched(settings_factory, http, cdn, bucket, key, why) -> None:  # type: ignore[no-untyped-def]
     fake, base = cdn
@@ -402,5 +428,13 @@ async def test_another_bucket_or_an_unsafe_key_is_never_fetched(settings_factory
         await fetcher(settings_factory, http, s3, base).fetch(bucket, key)
     assert refused.value.code is ErrorCode.INVALID_EVENT
     assert refused.value.message == "the event's object is not acceptable"
-    assert why in (refused.value.detail or "")
+    assert refused.value.detail == f"bucket={bucket!r} key={key!r}: {why}"  # for the log: what was refused, why
     assert fake.paths == [] and s3.calls == []
+
+
+async def test_a_body_of_many_chunks_is_read_whole_from_the_cdn(settings_factory, http, cdn) -> None:  # type: ignore[no-untyped-def]
+    fake, base = cdn
+    big = bytes(range(256)) * 2500  # 640,000 bytes: several reads of the stream
+    fake.answer = lambda r: web.Response(body=big)
+    got = await fetcher(settings_factory, http, FakeS3(), base).fetch(BUCKET, KEY)
+    assert (got.data, got.info.source, got.info.bytes) == (big, FetchSource.CDN, len(big))
