@@ -60,7 +60,9 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
                 await watcher.drain(0.2)
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(timeout=10)
-            answered_jobs = watcher.received.keys() & set(jobs)
+            # What the dead worker delivered: results it had sent are still arriving; nobody else answers yet.
+            await watcher.drain(2.0)
+            answered_jobs = {job for job in jobs if _own(watcher.received.get(job, []), settings.model_version)}
             answered_before_kill = len(answered_jobs)
             photos_answered = {i % PHOTOS for i, job in enumerate(jobs) if job in answered_jobs}
             assert answered_before_kill < len(jobs), "the burst ended before the kill: nothing was tested"
@@ -109,7 +111,10 @@ async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
     for rs in results.values():
         assert {(r.status, r.classification) for r in rs} == {(rs[0].status, rs[0].classification)}
     # Only a result the broker acknowledged in the moment of the kill, before its marker was written, can come
-    # twice: a few at most (without the markers, every answered event replayed after the kill would).
-    assert duplicates <= 3, duplicates
+    # twice, so every job answered twice was answered by the killed worker; none answered after the kill is (the
+    # replay above proves the markers for all). Clients see one result either way: the API keeps the first
+    # (api/store.py, tests/api/test_ws.py). Measured here: 0-3 on a quiet machine, 11 of 48 at load 10.
+    twice = {job for job, rs in results.items() if len(rs) > 1}
+    assert twice <= answered_jobs, sorted(twice - answered_jobs)[:3]
     print(f"answered before the kill {answered_before_kill}/{len(jobs)}, model calls {calls}, "
           f"jobs answered twice {duplicates}")
