@@ -26,6 +26,7 @@ import pytest
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from tests import samples
+from tools.kafka_admin import group_lag
 from tools.kit import (
     PipelineClient,
     Simulator,
@@ -57,6 +58,7 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
     victim = None
     published: dict[str, float] = {}  # job_id -> when it was published
     answers: dict[str, list[tuple[float, AnalysisResult]]] = {}
+    diagnosis = ""
 
     def collect(job_id: str, result: AnalysisResult) -> None:
         if of_group(result, settings.model_version):
@@ -95,6 +97,12 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2.0)  # a duplicate would arrive right after its first
         calls = (await sim.request("GET", "/_sim/stats"))["ok"] - calls_before
+        if missing_jobs := published.keys() - answers.keys():  # where they are stuck, for the failure message
+            order_of = {job: n for n, job in enumerate(published)}
+            diagnosis = (f"published at (s after the kill) "
+                         f"{sorted(round(published[j] - (kill_at or 0), 1) for j in missing_jobs)}; publish order "
+                         f"{sorted(order_of[j] for j in missing_jobs)}; group lag {await group_lag(settings)}; "
+                         f"survivor log {survivor.log_path}")
     finally:
         for worker in (survivor, victim):
             if worker is not None:
@@ -103,7 +111,7 @@ async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
 
     assert kill_at is not None
     missing = published.keys() - answers.keys()
-    assert not missing, f"{len(missing)} jobs never answered"
+    assert not missing, f"{len(missing)} jobs never answered: {diagnosis}"
     assert all(r.status is JobStatus.DONE for rs in answers.values() for _, r in rs)
     # How long a job published at any moment waited, counted from the kill for those published before it.
     waits = {job: answers[job][0][0] - max(at, kill_at) for job, at in published.items()
