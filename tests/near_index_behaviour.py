@@ -10,33 +10,17 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from models.classification import WasteCategory, WasteClassification
 from models.records import CachedClassification
 from streams.near_index import HASH_BITS, NearIndex, NearKind
+from tools.kit.hashes import cached_entry, flip, random_hash
 
 T = 10
 VERSION = "m|p1|t1"
 
 
-def random_hash(rng: random.Random) -> str:
-    return f"{rng.getrandbits(256):064x}"
-
-
-def flip(phash: str, bits: list[int]) -> str:
-    value = int(phash, 16)
-    for b in bits:
-        value ^= 1 << b
-    return f"{value:064x}"
-
-
 def entry(phash: str, model_version: str = VERSION, job_id: str | None = None) -> CachedClassification:
-    return CachedClassification(
-        phash=phash, model_version=model_version, job_id=job_id or f"job-{phash[:8]}", created_at=datetime.now(UTC),
-        classification=WasteClassification(category=WasteCategory.GLASS, item_name="jar", recyclable=True,
-                                           disposal_instructions="rinse", confidence=0.9),
-    )
+    return cached_entry(phash, model_version, job_id or f"job-{phash[:8]}")
 
 
 @dataclass
