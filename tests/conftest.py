@@ -1,4 +1,5 @@
-"""Shared fixtures. Settings are built from keyword arguments, never from the test runner's environment."""
+"""Fixtures of several test folders (integration-only ones are in tests/integration/conftest.py). Settings are
+built from keyword arguments, never from the test runner's environment."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def pipeline() -> Iterator[Pipeline]:
-    """The whole pipeline on the real local stack: a Faust worker process plus the vision-model simulator.
+    """The whole pipeline on the real local stack: a Faust worker process plus the vision-model simulator
+    (tests/integration, tests/browser and tests/security use it).
 
     The stack itself (Kafka, Redis, S3 server, CDN edge, simulator) is started by ``make test`` before pytest.
     Each session uses its own app id (consumer group, tables) and starts at the end of the topics.
