@@ -437,7 +437,8 @@ def write_report(report: dict[str, Any]) -> None:
     doc = ROOT / "CHAOS.md"
     text = doc.read_text() if doc.exists() else ""
     start, end = "<!-- chaos:table -->", "<!-- /chaos:table -->"
-    block = f"{start}\nRun {report['finished_at']} ({report['machine']}):\n\n{table(report['phases'])}{end}"
+    rerun = "".join(f"; {name} run alone {at}" for name, at in report.get("rerun", {}).items())
+    block = f"{start}\nRun {report['finished_at']} ({report['machine']}){rerun}:\n\n{table(report['phases'])}{end}"
     if start in text and end in text:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
@@ -518,10 +519,12 @@ def merge_into_last(report: dict[str, Any], path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return report
     fresh = {p["name"]: p for p in report["phases"]}
+    rerun = {**last.get("rerun", {}), **{name: report["finished_at"] for name in fresh}}
     phases = [fresh.pop(p["name"], p) for p in last.get("phases", [])] + list(fresh.values())
     base = next((p for p in phases if p["name"] == "baseline"), None)
-    return {**last, "finished_at": report["finished_at"], "machine": report["machine"],
-            "setup": {**last.get("setup", {}), **report["setup"]}, "phases": phases, "goals": goals(phases, base)}
+    # finished_at stays the last whole run's; "rerun" says which rows are newer, and when they ran.
+    return {**last, "rerun": rerun, "setup": {**last.get("setup", {}), **report["setup"]}, "phases": phases,
+            "goals": goals(phases, base)}
 
 
 def main(argv: list[str] | None = None) -> int:
