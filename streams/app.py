@@ -17,7 +17,7 @@ import faust
 from mode import Service
 
 from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
-from streams import faust_fixes, kafka_security, logs, table_store, topics, vision
+from streams import faust_fixes, faust_producer, kafka_security, logs, table_store, topics, vision
 from streams.context import ContextSlot, open_context
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class WorkerApp(faust.App):
 
 # Never commit past an event still in progress; refuses another faust-streaming version (streams/faust_fixes.py).
 faust_fixes.apply()
+# Every producer acks=all and idempotent (streams/faust_producer.py): before the app resolves its transport.
+faust_producer.install()
 
 app = WorkerApp(
     "waste-analysis",
@@ -74,6 +76,8 @@ def _apply_settings(app: WorkerApp, conf: Any, **kwargs: Any) -> None:
     table_store.configure(conf, s)
     # Publish results without batching delay: a cache hit should be answered in milliseconds.
     conf.producer_linger_ms = 0
+    # Acknowledged by every in-sync replica (2 of 3 on the three-broker stack); Faust's default, stated.
+    conf.producer_acks = -1
     conf.broker_commit_every = 100
     conf.consumer_auto_offset_reset = s.kafka_auto_offset_reset
     conf.consumer_metadata_max_age_ms = s.kafka_metadata_max_age_ms
