@@ -56,21 +56,40 @@ class Delivery:
         self.answered: set[str] = set()
         self._jobs: list[ImageHashed] | None = None
 
-    def take_jobs(self, calls: CallRegistry) -> list[ImageHashed]:
-        """Take the call off the in-flight table and work out its jobs, the first time (later: the same jobs). From
-        then on they are this delivery's to answer; waiters arriving later start a call of their own."""
+    def jobs(self, calls: CallRegistry) -> list[ImageHashed]:
+        """The call's jobs (the requester, the owner, the waiters), read from the in-flight table the first time
+        (later: the same jobs). The entry stays there until their results are acknowledged (``finish``)."""
         if self._jobs is None:
             try:
-                taken = calls.take(self.request.phash)
-                self._jobs = jobs_of_call(self.request.job, taken.owner if taken else None,
-                                          taken.waiters if taken else ())
+                inflight = calls.entry(self.request.phash)
+                self._jobs = jobs_of_call(self.request.job, inflight.owner if inflight else None,
+                                          inflight.waiters if inflight else ())
             except Exception:  # an unreadable table entry: its waiters are lost, the requesting job is not
                 log.exception("phash=%s: could not read the call's waiters", self.request.phash)
                 self._jobs = [self.request.job]
         return self._jobs
 
+    def finish(self, calls: CallRegistry) -> list[ImageHashed]:
+        """Take the call off the in-flight table; returns the jobs that joined it since ``jobs`` and are still
+        open (the caller answers them too)."""
+        try:
+            taken = calls.take(self.request.phash)
+        except Exception:  # an unreadable entry: nothing more can be learnt from it
+            log.exception("phash=%s: could not take the call off the in-flight table", self.request.phash)
+            return []
+        late = jobs_of_call(self.request.job, taken.owner if taken else None, taken.waiters if taken else ())
+        return self.still_open(late)
+
     def still_open(self, jobs: list[ImageHashed]) -> list[ImageHashed]:
         return [job for job in jobs if job.job_id not in self.answered]
+
+
+async def acknowledged(deliveries: list[Any]) -> None:
+    """Wait until the broker has acknowledged these results (a refused one is logged: its job's replay answers)."""
+    pending = [d for d in deliveries if isinstance(d, asyncio.Future)]
+    for outcome in await asyncio.gather(*pending, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.warning("a result was not acknowledged by the broker: %s", outcome)
 
 
 async def answer_request(ctx: WorkerContext, request: VisionRequest) -> None:
@@ -174,24 +193,36 @@ async def _cached(ctx: WorkerContext, phash: str) -> CachedClassification | None
 async def _answer_all(ctx: WorkerContext, delivery: Delivery, entry: CachedClassification, *, paid: bool,
                       model_ms: float | None = None, attempts: int | None = None) -> None:
     request = delivery.request
-    jobs = delivery.still_open(delivery.take_jobs(ctx.calls))
-    for answer in answers(jobs, phash=request.phash, requester_job_id=request.job.job_id, entry=entry, paid=paid,
-                          now=utcnow(), model_ms=model_ms, attempts=attempts):
-        await publish_result(ctx, done_result(answer.job, entry, answer.cache, answer.timings_ms), reused=entry)
-        delivery.answered.add(answer.job.job_id)
+    jobs = delivery.still_open(delivery.jobs(ctx.calls))
+    while jobs:
+        sent = []
+        for answer in answers(jobs, phash=request.phash, requester_job_id=request.job.job_id, entry=entry,
+                              paid=paid, now=utcnow(), model_ms=model_ms, attempts=attempts):
+            sent.append(await publish_result(ctx, done_result(answer.job, entry, answer.cache, answer.timings_ms),
+                                             reused=entry))
+            delivery.answered.add(answer.job.job_id)
+        # The call leaves the in-flight table only once the broker has its results: a worker that dies before
+        # then has the request redelivered, which answers them again (the result markers hold back repeats).
+        # Taking it off first lost the waiters of a call killed in between.
+        await acknowledged(sent)
+        jobs = delivery.finish(ctx.calls)
 
 
 async def _fail_all(ctx: WorkerContext, delivery: Delivery, code: ErrorCode, message: str) -> None:
     request = delivery.request
-    jobs = delivery.still_open(delivery.take_jobs(ctx.calls))
+    jobs = delivery.still_open(delivery.jobs(ctx.calls))
     await ctx.calls.release_claim(request.phash)  # near-duplicates arriving now pay themselves
     await dead_letter(job_id=request.job.job_id, code=code, message=message, stage="classify",
                       topic=topics.VISION_REQUESTS, partition=None, offset=None,
                       original=request.model_dump_json(exclude={"job": {"thumbnail_b64"}}))
-    for job in jobs:
-        await publish_result(ctx, failed_result(job.job_id, code, message, key=job.key, image_url=job.image_url,
-                                                fetch=job.fetch))
-        delivery.answered.add(job.job_id)
+    while jobs:
+        sent = []
+        for job in jobs:
+            sent.append(await publish_result(ctx, failed_result(job.job_id, code, message, key=job.key,
+                                                                image_url=job.image_url, fetch=job.fetch)))
+            delivery.answered.add(job.job_id)
+        await acknowledged(sent)  # as in _answer_all: off the table once the broker has the results
+        jobs = delivery.finish(ctx.calls)
 
 
 async def _image_for_model(ctx: WorkerContext, delivery: Delivery) -> str:

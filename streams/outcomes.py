@@ -63,8 +63,9 @@ def failed_result(job_id: str, code: ErrorCode, message: str, *, key: str | None
 
 
 async def publish_result(ctx: WorkerContext, result: AnalysisResult, *,
-                         reused: CachedClassification | None = None) -> None:
-    """Publish the job's terminal result, unless this worker group already did.
+                         reused: CachedClassification | None = None) -> Any:
+    """Publish the job's terminal result, unless this worker group already did; returns the delivery (a future
+    the broker's acknowledgement resolves) or None when it was held back.
 
     ``reused``: the cached answer a cache hit reuses; its call's cost counts as saved for the result's tier.
 
@@ -78,7 +79,7 @@ async def publish_result(ctx: WorkerContext, result: AnalysisResult, *,
     if result.job_id in ctx.published or await _redis_call(ctx, "exists", marker):
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
-        return
+        return None
     delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
     ctx.published.remember(result.job_id, delivery)
     ctx.published.mark_when_delivered(delivery, result.job_id, lambda: _redis_call(
@@ -90,6 +91,7 @@ async def publish_result(ctx: WorkerContext, result: AnalysisResult, *,
     if result.error is not None:
         metrics.failures_total.labels(code=result.error.code.value).inc()
         log.warning("job_id=%s failed: %s %s", result.job_id, result.error.code, result.error.message)
+    return delivery
 
 
 async def _redis_call(ctx: WorkerContext, command: str, *args: Any, **kwargs: Any) -> Any:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents.classify import answer_request
 from agents.dedupe import deduplicate
-from tests.agents.conftest import Harness
-from tests.agents.test_dedupe_classify import hashed, run_requests
+from models.records import VisionRequest
+from tests.agents.conftest import Harness, SentTo
+from tests.agents.test_dedupe_classify import PHASH, hashed, run_requests
 
 
 async def test_the_owner_s_redelivered_event_sends_its_lost_request_again(harness: Harness) -> None:
@@ -27,3 +34,72 @@ async def test_a_request_that_did_get_through_is_not_paid_twice(harness: Harness
     await run_requests(harness)
     assert len(harness.vision.calls) == 1  # the second request finds the answer
     assert list(harness.results_by_job()) == ["owner"]
+
+
+class HeldResults:
+    """The results topic with the broker's acknowledgements held back until ``ack_all`` (as a slow broker or a
+    worker about to die would see them)."""
+
+    def __init__(self, sent_to: SentTo) -> None:
+        self.sent_to = sent_to
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def send(self, key: Any = None, value: bytes = b"", **_: Any) -> asyncio.Future[None]:
+        await self.sent_to.send(key, value)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+    def ack_all(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                future.set_result(None)
+
+
+async def test_a_call_stays_in_flight_until_the_broker_has_its_results(harness: Harness,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after sending its waiters' results but before the broker acknowledged them, a worker leaves the call
+    in its table: the redelivered request answers the waiters again instead of only its own job."""
+    import streams.outcomes
+
+    held = HeldResults(harness.results)
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
+    await deduplicate(harness.ctx, hashed("owner"))
+    await deduplicate(harness.ctx, hashed("waiter"))
+    _, request = harness.requests.messages.pop(0)
+    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+    while len(harness.results.messages) < 2:  # both results sent, none acknowledged
+        await asyncio.sleep(0)
+    assert not answering.done()
+    assert harness.ctx.calls.entry(PHASH) is not None, "the call left the table before its results were delivered"
+    answering.cancel()  # the worker dies here: the results were never acknowledged
+    for future in held.pending:
+        future.cancel()
+    await asyncio.gather(answering, return_exceptions=True)
+    harness.results.messages.clear()
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", harness.results)
+    await answer_request(harness.ctx, VisionRequest.model_validate_json(request))  # the redelivered request
+    assert harness.results_by_job().keys() == {"owner", "waiter"}
+    assert harness.ctx.calls.entry(PHASH) is None  # answered and acknowledged: the call is done
+    assert len(harness.vision.calls) == 1  # the answer was cached; not paid again
+
+
+async def test_a_job_that_joins_while_the_results_go_out_is_answered_too(harness: Harness,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.outcomes
+
+    held = HeldResults(harness.results)
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
+    await deduplicate(harness.ctx, hashed("owner"))
+    _, request = harness.requests.messages.pop(0)
+    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+    while not harness.results.messages:
+        await asyncio.sleep(0)
+    harness.ctx.calls.add_waiter(PHASH, hashed("late"))  # joined before the call left the table
+    held.ack_all()
+    while not answering.done():
+        held.ack_all()
+        await asyncio.sleep(0)
+    await answering
+    assert harness.results_by_job().keys() == {"owner", "late"}
+    assert harness.ctx.calls.entry(PHASH) is None
