@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +35,7 @@ from tests import samples
 from tests.integration.stack_helpers import StackEnv, require_service
 from tools import kafka_cluster
 from tools.kafka_admin import partition_counts, position_at_end
-from tools.kit import free_port, settings_env, stop_process
+from tools.kit import Proc, Simulator, free_port, start_worker
 
 pytestmark = [pytest.mark.stack, pytest.mark.isolated]
 
@@ -64,30 +63,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_cluster.
         else:  # a start that failed half-way may have left brokers running
             subprocess.run(["bash", "scripts/stack.sh", "kafka-down"], cwd=ROOT, capture_output=True, timeout=180,
                            env={**os.environ, "STACK_DIR": str(stack_dir), "STACK_KAFKA_BROKERS": "3"})
-
-
-class Simulator:
-    """``python -m simulator`` on a free port: the model calls counted are this test's alone."""
-
-    def __init__(self, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "simulator", "--port", self.url.rsplit(":", 1)[1]], cwd=ROOT,
-                env={**os.environ, "SIM_LATENCY_MS": "600", "SIM_LATENCY_JITTER_MS": "100"},
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    async def stats(self, timeout: float = 30.0) -> dict[str, int]:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(f"{self.url}/_sim/stats") as r:
-                        return await r.json()  # type: ignore[no-any-return]
-                except aiohttp.ClientError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                    await asyncio.sleep(0.2)
 
 
 class Stream:
@@ -186,14 +161,14 @@ async def wait_until_ready(stream: Stream, worker: subprocess.Popen[bytes], log:
 async def test_killing_the_busiest_broker_loses_no_acknowledged_event(
         cluster: kafka_cluster.PrivateCluster, tmp_path: Path) -> None:
     session = uuid.uuid4().hex[:8]
-    sim = Simulator(tmp_path / "simulator.log")
+    sim = Simulator.start("simulator-kafka3", SIM_LATENCY_MS="600", SIM_LATENCY_JITTER_MS="100")
     settings = cluster.settings(
         app_id=f"waste-test-kafka3-{session}", prompt_version=f"kafka3-{session}", worker_web_port=free_port(),
         openai_base_url=f"{sim.url}/v1", vision_backoff_base_seconds=0.05, upload_key_pattern=KEY_PATTERN,
         kafka_auto_offset_reset="earliest")
     assert settings.min_insync_replicas == 2
     log = tmp_path / "worker.log"
-    worker: subprocess.Popen[bytes] | None = None
+    worker: Proc | None = None
     killed: int | None = None
     try:
         keys = []
@@ -203,14 +178,11 @@ async def test_killing_the_busiest_broker_loses_no_acknowledged_event(
                 await s3.put_object(Bucket=settings.s3_bucket_name, Key=key, Body=samples.photo_bytes(300 + i),
                                     ContentType="image/jpeg")
                 keys.append(key)
-        (tmp_path / "faust").mkdir()
-        with log.open("wb") as out:
-            worker = subprocess.Popen(
-                [str(Path(sys.executable).with_name("faust")), "--datadir", str(tmp_path / "faust"), "-A",
-                 "streams.app", "worker", "-l", "info"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        # The cluster is new: no group to position at the end of the topics.
+        worker = start_worker(settings, "kafka3", new_group=False, for_tests=False, datadir=tmp_path / "faust",
+                              log_path=log)
         async with Stream.open(settings) as stream:
-            await wait_until_ready(stream, worker, log)
+            await wait_until_ready(stream, worker.process, log)
             calls_before = (await sim.stats())["ok"]
             jobs: set[str] = set()
             i = 0
@@ -252,8 +224,8 @@ async def test_killing_the_busiest_broker_loses_no_acknowledged_event(
               f"({in_flight_at_kill} in flight at the kill), replicas in sync {in_sync_s:.1f}s after the return")
     finally:
         if worker is not None:
-            stop_process(worker, 30)
-        stop_process(sim.process, 10)
+            worker.stop(30)
+        sim.stop()
 
     assert counts[killed] == max(counts.values())
     assert acked, "no event acknowledged"
