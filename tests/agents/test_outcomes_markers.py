@@ -148,7 +148,7 @@ def test_a_failed_result_carries_the_code_and_whatever_is_known() -> None:
 
 
 async def test_the_marker_is_written_when_the_broker_acknowledges_and_then_decides(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     broker, redis = Broker(), MarkerRedis()
     monkeypatch.setattr(streams.outcomes, "analysis_results_topic", broker)
     ctx = ctx_with(harness, redis)
@@ -160,9 +160,12 @@ async def test_the_marker_is_written_when_the_broker_acknowledges_and_then_decid
     await settled()
     assert redis.values == {}  # not acknowledged yet: no marker
     suppressed = counter("waste_results_suppressed_total")
-    await publish_result(ctx, result)  # a redelivery in that window: the process remembers the job
+    with caplog.at_level(logging.INFO, logger="streams.outcomes"):
+        await publish_result(ctx, result)  # a redelivery in that window: the process remembers the job
     assert len(broker.sent) == 1
     assert counter("waste_results_suppressed_total") == suppressed + 1
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "job_id=job-1: result already published (a redelivered event); not publishing another"]
 
     broker.acks[0].set_result(None)
     await settled()
@@ -213,7 +216,8 @@ async def test_without_redis_results_are_still_published(harness: Harness, caplo
         await publish_result(ctx, failed_result("job-5", ErrorCode.IMAGE_NOT_FOUND, "gone"))
         await settled()
     assert [json.loads(v)["job_id"] for _, v in harness.results.messages] == ["job-5"]
-    assert any(f"result marker {failing} failed" in r.getMessage() for r in caplog.records)
+    assert f"result marker {failing} failed (Redis is gone): a redelivered event may publish a duplicate" in [
+        r.getMessage() for r in caplog.records]
     assert "job-5" not in ctx.published  # the write was tried: a replay may publish a duplicate, never lose it
 
 
@@ -228,6 +232,36 @@ def test_the_record_of_unmarked_jobs_is_bounded() -> None:
 
 
 # --- metrics a dashboard reads ----------------------------------------------------------------------------------
+
+
+async def test_a_failed_job_is_logged_with_its_code_and_message(harness: Harness,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="streams.outcomes"):
+        await publish_result(ctx_with(harness, MarkerRedis()),
+                             failed_result("job-w", ErrorCode.MODEL_REFUSED, "the model declined"))
+    assert [r.getMessage() for r in caplog.records] == ["job_id=job-w failed: MODEL_REFUSED the model declined"]
+
+
+async def test_a_marker_written_after_its_job_was_forgotten_raises_nothing() -> None:
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        published = PublishedJobs(max_jobs=1)
+        written = asyncio.Event()
+
+        async def write_marker() -> None:
+            await written.wait()
+
+        published.remember("a", None)
+        published.mark_when_delivered(None, "a", write_marker)  # delivered already: the write starts
+        published.remember("b", None)  # the bound forgets "a" before its marker is written
+        written.set()
+        await settled()
+        assert ("a" in published, "b" in published) == (False, True)
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_published_results_are_counted_by_status_source_and_code(harness: Harness) -> None:
@@ -286,6 +320,7 @@ async def test_an_internal_event_that_does_not_parse_is_dead_lettered(harness: H
             letter["offset"], letter["original"]) == (None, "INTERNAL_ERROR", "dedupe", "waste.hashed", 5, 77,
                                                       '{"job_id": 1}')
     assert letter["message"].startswith("bad dedupe event: ")
+    assert "validation errors for ImageHashed" in letter["message"]  # what was wrong with it, for the operator
 
 
 async def test_dead_letter_undecodable_names_the_error(harness: Harness) -> None:
@@ -322,4 +357,5 @@ async def test_a_bug_whose_failure_cannot_be_published_is_only_logged(
     monkeypatch.setattr(streams.outcomes, "analysis_results_topic", Unreachable())
     with caplog.at_level(logging.ERROR, logger="streams.outcomes"):
         await fail_quietly(harness.ctx, job("job-c"), KeyError("boom"))
-    assert any("job_id=job-c: could not publish its failure" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "job_id=job-c: could not publish its failure"]
