@@ -242,7 +242,7 @@ async def test_a_failed_job_is_logged_with_its_code_and_message(harness: Harness
     assert [r.getMessage() for r in caplog.records] == ["job_id=job-w failed: MODEL_REFUSED the model declined"]
 
 
-async def test_a_marker_written_after_its_job_was_forgotten_raises_nothing() -> None:
+async def test_a_marker_or_refusal_after_its_job_was_forgotten_raises_nothing() -> None:
     errors: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _, context: errors.append(context))
@@ -259,6 +259,13 @@ async def test_a_marker_written_after_its_job_was_forgotten_raises_nothing() -> 
         written.set()
         await settled()
         assert ("a" in published, "b" in published) == (False, True)
+        # Nor does a refusal from the broker of a job the bound has forgotten already.
+        refused: asyncio.Future[Any] = loop.create_future()
+        published.remember("c", refused)
+        published.remember("d", None)
+        refused.set_exception(RuntimeError("broker refused"))
+        await settled()
+        assert ("c" in published, "d" in published) == (False, True)
         assert errors == []
     finally:
         loop.set_exception_handler(None)
