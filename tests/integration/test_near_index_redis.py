@@ -244,6 +244,19 @@ async def test_an_indexed_result_without_a_valid_entry_is_not_served_and_the_job
         assert query in await members(redis, key)
 
 
+async def test_a_lookup_that_ignores_claims_still_ignores_them_after_a_stale_result(redis: Any, prefix: str) -> None:
+    # The lookup looks again without results when the ones it found have no valid entry: that second look keeps
+    # the caller's choice to ignore calls under way (a job that came back from waiting claims for itself).
+    index = make_index(redis, prefix)
+    query = random_hash(random.Random(13))
+    stale = flip(query, [9])
+    await store(redis, index, stale)
+    await redis.delete(prefix + ENTRY_PREFIX + stale)
+    await index.claim(flip(query, [20]))  # a near call under way
+    assert (await index.lookup(query, claim=True, pending=False)).kind is NearKind.CLAIMED
+    assert (await index.lookup(flip(query, [30]), claim=False)).kind is NearKind.PENDING
+
+
 async def test_only_the_closest_candidates_are_read(redis: Any, prefix: str) -> None:
     # NEAR_CANDIDATES results within T whose entries are all gone hide a farther valid one: the script answers
     # the closest NEAR_CANDIDATES only, and the lookup then claims rather than reading on.
