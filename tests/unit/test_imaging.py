@@ -90,3 +90,23 @@ def test_bad_images_fail_with_a_stable_code(data: bytes, code: ErrorCode) -> Non
     with pytest.raises(PipelineError) as info:
         hash_image(data, max_pixels=MAX_PIXELS)
     assert info.value.code is code
+
+
+def test_colour_jpegs_are_decoded_to_grey_with_the_hash_of_the_rgb_decode() -> None:
+    """hash_image drafts a colour JPEG straight to its luma (pHash reads grey): the hashes stay those of the RGB
+    draft decode + conversion, within 4 bits on every sample photo; a CMYK JPEG is left to the RGB path."""
+    import imagehash
+    from PIL import Image
+
+    from streams.imaging import _decode_reduced, _upright
+
+    worst = 0
+    for path in samples.photos():
+        data = path.read_bytes()
+        rgb = _upright(_decode_reduced(Image.open(io.BytesIO(data)), 256))
+        worst = max(worst, hamming_distance(hash_image(data, max_pixels=MAX_PIXELS).phash,
+                                            str(imagehash.phash(rgb, hash_size=16))))
+    assert worst <= 4, f"worst disagreement {worst} bits"
+    assert _decode_reduced(Image.open(io.BytesIO(samples.photo_bytes())), 256, grey=True).mode == "L"
+    cmyk = Image.open(io.BytesIO(samples.cmyk_jpeg(samples.photo_bytes())))
+    assert _decode_reduced(cmyk, 256, grey=True).mode == "CMYK"
