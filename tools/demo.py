@@ -230,8 +230,8 @@ async def main_async(args: argparse.Namespace) -> int:
     await start_pipeline(settings, args.workers)
     photos = pick_photos(args.photos, args.distinct, args.reuploads, args.seed)
     distinct = len(set(photos))
-    print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} re-uploads) "
-          f"by {args.users} concurrent users:")
+    print(f"\n{len(photos)} uploads ({distinct} distinct photos from {args.photos} + {len(photos) - distinct} "
+          f"re-uploads) by {args.users} concurrent users:")
     simulator = Simulator.of(settings.openai_base_url)
     before = await simulator.calls_or_none()
     metrics_before = await metrics_snapshot(settings, args.workers)
