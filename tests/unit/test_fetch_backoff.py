@@ -46,7 +46,7 @@ def schedule(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return seen
 
 
-async def test_waits_double_up_to_the_cap_with_jitter(settings_factory: Any, http: Any, schedule: SimpleNamespace,
+async def test_waits_double_up_to_the_cap_with_jitter(settings_factory: Any, http: Any, schedule: SimpleNamespace,  # noqa: F811
                                                       caplog: pytest.LogCaptureFixture) -> None:
     s3 = Outage(failures=5)
     f = fetcher(settings_factory, http, s3, "http://127.0.0.1:9/unused", cdn_enabled=False, fetch_retry_seconds=3600)

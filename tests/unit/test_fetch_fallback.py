@@ -106,7 +106,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def fetcher(settings_factory: Any, http: aiohttp.ClientSession, s3: FakeS3, base: str, **overrides: Any) -> ImageFetcher:
+def fetcher(settings_factory: Any, http: aiohttp.ClientSession, s3: FakeS3, base: str,
+            **overrides: Any) -> ImageFetcher:
     settings = settings_factory(cdn_base_url=base, s3_bucket_name=BUCKET, **overrides)
     return ImageFetcher(settings, http, s3)
 
@@ -266,7 +267,7 @@ async def test_a_body_cut_short_falls_back_to_s3(settings_factory, http, caplog)
     assert warning.startswith(f"CDN fetch failed for key={KEY} (truncated body: ClientPayloadError: ")
 
 
-async def test_a_body_shorter_than_its_length_after_decoding_falls_back_to_s3(settings_factory, http, cdn, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_a_decoded_body_shorter_than_its_length_falls_back_to_s3(settings_factory, http, cdn, caplog) -> None:  # type: ignore[no-untyped-def]
     # A gzip-encoded answer: aiohttp hands over the decoded bytes, whose count is not the Content-Length.
     import gzip
 

@@ -14,7 +14,6 @@ import pytest
 from PIL import Image, ImageOps
 
 from models.errors import ErrorCode, PipelineError
-from tests import samples
 from streams.imaging import (
     THUMBNAIL_MAX_PX,
     ImageLimits,
@@ -25,6 +24,7 @@ from streams.imaging import (
     sniff_format,
     thumbnail_data_url,
 )
+from tests import samples
 
 BIG = 10**9
 
