@@ -18,6 +18,8 @@ from streams.imaging import (
     THUMBNAIL_MAX_PX,
     ImageLimits,
     check_declared_type,
+    content_digest,
+    digest_and_hash,
     hamming_distance,
     hash_image,
     make_thumbnail,
@@ -91,6 +93,26 @@ def test_the_max_pixels_argument_is_the_default_limit() -> None:
     with pytest.raises(PipelineError) as err:
         make_thumbnail(data, max_pixels=64 * 48 - 1)
     assert err.value.code is ErrorCode.IMAGE_TOO_LARGE
+    # A JPEG has no frame count: it is one frame.
+    assert hash_image(encode(quadrants(64, 48), "JPEG"), max_pixels=64 * 48).width == 64
+
+
+def test_a_header_past_pillows_own_bomb_limit_is_too_large() -> None:
+    from tests.security import hostile
+
+    exc = refused(hostile.png_bomb(100_000, 100_000, rows=64), limits(), ErrorCode.IMAGE_TOO_LARGE)
+    assert exc.message == "the image has too many pixels"
+    assert exc.detail is not None and "decompression bomb" in exc.detail
+
+
+def test_digest_and_hash_is_both_in_one_call() -> None:
+    data = encode(quadrants(), "JPEG")
+    digest, hashed = digest_and_hash(data, max_pixels=BIG, limits=limits())
+    assert digest == content_digest(data)
+    assert hashed == hash_image(data, max_pixels=BIG)
+    with pytest.raises(PipelineError) as err:
+        digest_and_hash(data, max_pixels=64 * 48 - 1)
+    assert err.value.code is ErrorCode.IMAGE_TOO_LARGE
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -141,6 +163,7 @@ def test_metadata_is_counted_against_its_limit() -> None:
     assert refusal(jpeg, limits(max_metadata_bytes=1_000_000)) is None
     exc = refused(jpeg, limits(max_metadata_bytes=1900), ErrorCode.IMAGE_REFUSED)
     assert exc.message == "image metadata over 1900 bytes"
+    assert exc.detail is not None and exc.detail.endswith(" bytes of metadata")
     png = encode(quadrants(), "PNG", pnginfo=_png_text(b"Comment", comment))
     assert refusal(png, limits(max_metadata_bytes=1900)) is None  # PNG text: counted once
     refused(png, limits(max_metadata_bytes=1899), ErrorCode.IMAGE_REFUSED)
@@ -172,6 +195,7 @@ def test_exif_tags_of_every_ifd_count_against_the_limit() -> None:
     over = encode(quadrants(), "JPEG", exif=exif_with(499, 501))
     exc = refused(over, limits(), ErrorCode.IMAGE_REFUSED)
     assert exc.message == "EXIF with more than 1000 tags"
+    assert exc.detail == "1001 tags"
     assert refusal(encode(quadrants(), "JPEG", exif=exif_with(1000)), limits()) is None
     refused(encode(quadrants(), "JPEG", exif=exif_with(1001)), limits(), ErrorCode.IMAGE_REFUSED)
 
@@ -207,6 +231,7 @@ def test_a_progressive_jpeg_with_more_scans_than_allowed_is_refused() -> None:
     assert refusal(real, limits(max_jpeg_scans=scans)) is None
     exc = refused(real, limits(max_jpeg_scans=scans - 1), ErrorCode.IMAGE_REFUSED)
     assert exc.message == f"more than {scans - 1} progressive scans"
+    assert exc.detail == f"{scans} scans"
 
 
 def test_scans_are_counted_across_stuffed_bytes_and_restart_markers() -> None:
@@ -358,6 +383,7 @@ def test_markup_in_a_png_text_chunk_after_the_pixels_is_refused(kind: bytes) -> 
                                       + png_chunk(kind, body))
     exc = refused(data, limits(), ErrorCode.IMAGE_REFUSED)
     assert exc.message == "the file also contains markup"
+    assert exc.detail is not None and exc.detail.endswith(" in metadata or after the image data")
     # The same chunk without markup is an honest image.
     honest = png_with_chunk_before_iend(png, png_chunk(b"tEXt", b"Comment\x00a jar of jam"))
     assert refusal(honest, limits()) is None
@@ -428,6 +454,7 @@ def test_a_truncated_image_cannot_be_decoded_for_the_model_either() -> None:
     with pytest.raises(PipelineError) as err:
         hash_image(jpeg[: len(jpeg) // 2], max_pixels=BIG)
     assert (err.value.code, err.value.message) == (ErrorCode.IMAGE_UNDECODABLE, "the image cannot be decoded")
+    assert err.value.detail is not None and "truncated" in err.value.detail
 
 
 # --- the model's thumbnail ----------------------------------------------------------------------------------------
