@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=${MUTATION_DIR:-$ROOT/.stack/mutation}
-MUTATE=${MUTATE:-"agents/dedupe.py agents/classify.py streams/outcomes.py streams/near_index.py streams/imaging.py streams/fetch.py api/tokens.py"}
+MUTATE=${MUTATE:-"streams/dedupe_decision.py streams/fan_out.py agents/maintenance.py streams/outcomes.py streams/markers.py streams/near_index.py streams/imaging.py streams/fetch.py api/tokens.py"}
 JOBS=${MUTATION_JOBS:-2}
 TESTS=${MUTATION_TESTS:-"tests/unit tests/agents tests/api"}
 
