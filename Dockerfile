@@ -9,8 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY . .
 # constraints.txt pins the exact versions the project is tested with.
+# /data/worker: the worker's Faust data dir (its RocksDB tables, TABLE_STORE=rocksdb), a volume in the compose
+# file so a restarted container keeps its tables instead of replaying the changelogs.
 RUN pip install -c constraints.txt . \
-    && useradd --create-home --uid 10001 app
+    && useradd --create-home --uid 10001 app \
+    && mkdir -p /data/worker && chown app /data/worker
 USER app
 
 CMD ["python", "-m", "api"]
