@@ -113,6 +113,9 @@ def test_digest_and_hash_is_both_in_one_call() -> None:
     with pytest.raises(PipelineError) as err:
         digest_and_hash(data, max_pixels=64 * 48 - 1)
     assert err.value.code is ErrorCode.IMAGE_TOO_LARGE
+    with pytest.raises(PipelineError) as err:
+        digest_and_hash(data, max_pixels=BIG, limits=limits(max_width=63))  # the limits given are the ones applied
+    assert err.value.code is ErrorCode.IMAGE_TOO_LARGE
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
