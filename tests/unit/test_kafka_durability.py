@@ -18,9 +18,9 @@ def settings(**values: object) -> Settings:
 
 
 def test_every_producer_is_acks_all_and_idempotent_unless_it_asks_for_less() -> None:
-    kwargs = kafka_security.producer_kwargs(settings(), "api")
+    kwargs = kafka_security.producer_kwargs(settings(kafka_bootstrap_servers="127.0.0.1:19092"), "api")
     assert kwargs["acks"] == "all" and kwargs["enable_idempotence"] is True
-    assert kwargs["bootstrap_servers"] == "127.0.0.1:9092"
+    assert kwargs["bootstrap_servers"] == "127.0.0.1:19092"  # the setting's brokers (KAFKA_BOOTSTRAP_SERVERS)
     bench = kafka_security.producer_kwargs(settings(), "api", acks=1, linger_ms=0)
     assert bench["acks"] == 1 and bench["enable_idempotence"] is False and bench["linger_ms"] == 0
 
