@@ -51,7 +51,7 @@ from streams import kafka_security, topics
 from streams.clients import s3_client
 from streams.imaging import hash_image
 from streams.table_store import CHANGELOG_TOPIC_CONFIG
-from tools.kafka_admin import partition_counts
+from tools.kafka_admin import partition_counts, position_at_end
 
 try:  # the kit's new home; the test harness before it
     from tools.kit import free_port, start_worker
@@ -222,7 +222,7 @@ class Uploader:
         self.producer = AIOKafkaProducer(**kafka)
         await self.consumer.start()
         await self.producer.start()
-        await self.consumer.seek_to_end()
+        await position_at_end(self.consumer)  # "latest" is resolved lazily: fix the positions now
         self.key = f"tests/{uuid.uuid4()}.jpg"
         async with s3_client(self.settings) as s3:
             await s3.put_object(Bucket=self.settings.s3_bucket_name, Key=self.key, Body=self.data,
