@@ -180,7 +180,8 @@ def table(result: dict[str, Any]) -> str:
         ("pHash bits, project vs full decode (max / mean of 256)",
          f"{_fmt(g('hash.max_bit_diff'))} / {_fmt(g('hash.mean_bit_diff'))}", ""),
         ("pHash per format, 12 MP, 1 core: ms per image (x JPEG; max bits from the JPEG's hash)",
-         "; ".join(f"{fmt} {_fmt(g(f'formats.{fmt}.ms_per_image'))}" for fmt in ("jpeg", "webp", "heif", "avif", "png")),
+         "; ".join(f"{fmt} {_fmt(g(f'formats.{fmt}.ms_per_image'))}"
+                   for fmt in ("jpeg", "webp", "heif", "avif", "png")),
          "; ".join(f"{fmt} {_fmt(g(f'formats.{fmt}.vs_jpeg'))}x, {_fmt(g(f'formats.{fmt}.max_bits_from_jpeg'))} bits"
                    for fmt in ("webp", "heif", "avif", "png")) if g("formats") else ""),
         (f"**2. Cache hits, every upload decoded** (the path re-encoded repeats take; {workers} worker process"

@@ -1,4 +1,5 @@
-"""Re-uploads of the sample photos (samples/waste, or WASTE_DATA_DIR): one folder per photo, one file per way people re-upload the same picture.
+"""Re-uploads of the sample photos (samples/waste, or WASTE_DATA_DIR): one folder per photo, one file per way
+people re-upload the same picture.
 
     python -m bench.variants --limit 120            # 12-megapixel phone uploads (the default), ~1.5 s per photo
     python -m bench.variants                        # all 90 sample photos: about 3 minutes on 2 cores

@@ -17,8 +17,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from models.records import CachedClassification
 from streams.cache import cache_key
-from streams.redis_client import get_many
 from streams.near_index import INDEX_PREFIX, INVALIDATED_KEY, JOB_PREFIX, LAYOUTS_KEY, chunk_keys, layout_for
+from streams.redis_client import get_many
 
 _PHASH = re.compile(r"^[0-9a-f]{64}$")
 

@@ -25,6 +25,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,7 +151,7 @@ def _frame(grey: np.ndarray) -> np.ndarray:
 
 
 def _orb(n: int) -> cv2.ORB:
-    return cv2.ORB_create(nfeatures=n, fastThreshold=10, edgeThreshold=15, patchSize=31)
+    return cv2.ORB_create(nfeatures=n, fastThreshold=10, edgeThreshold=15, patchSize=31)  # type: ignore[attr-defined]
 
 
 def _features(frame: np.ndarray, n: int, *, keep_grey: bool) -> Features:
@@ -244,7 +245,7 @@ def _verify_one(query: Features, candidate: Features, rule: Rule, *, mirrored: b
     a, b = float(matrix[0, 0]), float(matrix[1, 0])
     scale = math.hypot(a, b)
     angle = math.degrees(math.atan2(b, a))
-    base = dict(inliers=inliers, matches=len(good), angle=angle, scale=scale, mirrored=mirrored)
+    base: dict[str, Any] = dict(inliers=inliers, matches=len(good), angle=angle, scale=scale, mirrored=mirrored)
     if inliers < rule.min_inliers or inliers < rule.min_inlier_ratio * len(good):
         return Verdict(False, **base, reason="too few inliers")
     if abs(angle) > rule.max_angle_degrees or not rule.min_scale <= scale <= rule.max_scale:

@@ -265,12 +265,12 @@ class Suite:
         for i, key in enumerate(keys):
             if fault is not None and fault_task is None and time.monotonic() >= fault_at:
                 fault_at = time.monotonic()
-                fault_task = asyncio.create_task(fault(self))
+                fault_task = asyncio.ensure_future(fault(self))
             await self.stream.publish_until_taken(key)
             await asyncio.sleep(max(0.0, started + (i + 1) * self.pace - time.monotonic()))
         if fault is not None and fault_task is None:
             fault_at = time.monotonic()
-            fault_task = asyncio.create_task(fault(self))
+            fault_task = asyncio.ensure_future(fault(self))
         notes = await fault_task if fault_task is not None else ""
         fault_end = time.monotonic()
         jobs = set(self.stream.published) - jobs_before

@@ -47,8 +47,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from streams import reframed
-from streams.reframed_index import MIN_VOTES
 from streams.imaging import ImageLimits, hash_image
+from streams.reframed_index import MIN_VOTES
 from tools.photos import sample_photos
 
 LIMITS = ImageLimits(max_pixels=50_000_000)

@@ -80,7 +80,8 @@ class Acl:
 
 
 # What the worker writes (upload events too: storage notifications become jobs); it reads topics.WORKER_SOURCES.
-WORKER_SINKS = (topics.UPLOADS_COMPLETED, topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE, topics.ANALYSIS_RESULTS,
+WORKER_SINKS = (topics.UPLOADS_COMPLETED, topics.IMAGES_HASHED, topics.VISION_REQUESTS, topics.DEDUPE_MAINTENANCE,
+                topics.ANALYSIS_RESULTS,
                 topics.DEAD_LETTER)
 
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     apply.add_argument("--worker-user", default="worker")
     commands.add_parser("show", help="list the ACLs on the broker")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]  # from the environment
     if args.command == "apply":
         acls = wanted_acls(args.worker_prefix or settings.app_id, args.api_user, args.worker_user)
         created = asyncio.run(apply_acls(settings, acls))
