@@ -103,6 +103,9 @@ async def answer_request(ctx: WorkerContext, request: VisionRequest) -> None:
 
 async def _answer(ctx: WorkerContext, delivery: Delivery) -> None:
     phash = delivery.request.phash
+    # The call's jobs are read now, while this worker holds the request's partition: a rebalance during the model
+    # call can take the table's partition away (waiters that join meanwhile are picked up by Delivery.finish).
+    delivery.jobs(ctx.calls)
     while True:
         # Requests for one pHash run concurrently here (the agent's concurrency), and a second one exists after
         # a redelivery or a re-issued lost call: wait for a call under way in this worker, then look again.

@@ -28,6 +28,7 @@ from tools import cost_report
 from tools.kafka_admin import start_group_at_end
 from tools.kit import ResultWatcher, Simulator, processes, wait_http_ok, wait_until_pipeline_answers
 from tools.kit import api as kit_api
+from tools.kit.ready import wait_until_ports_hold_partitions
 from tools.photos import SAMPLES_DIR, content_type, image_files
 
 
@@ -101,6 +102,10 @@ async def start_pipeline(settings: Settings, workers: int = DEFAULT_WORKERS) -> 
     try:  # ready when the worker answers a probe event (an invalid one gets a `failed` result)
         async with ResultWatcher(settings) as watcher:
             await wait_until_pipeline_answers(watcher, timeout=120)
+        # ... and every worker of the group holds its share: a worker joining mid-crowd would rebalance the group
+        # under the users' jobs.
+        await wait_until_ports_hold_partitions(settings.model_copy(update={"app_id": app_id}),
+                                               [settings.worker_web_port + i for i in range(workers)])
     except TimeoutError:
         raise SystemExit(f"the worker did not answer; see {processes.LOG_DIR / 'worker.log'}") from None
 

@@ -120,6 +120,20 @@ async def wait_until_partitions_held(settings: Settings, workers: Sequence[Proc]
                        f"{workers[0].log_digest()}")
 
 
+async def wait_until_ports_hold_partitions(settings: Settings, ports: Sequence[int], timeout: float = 120.0) -> None:
+    """``wait_until_partitions_held`` for workers known only by their web ports (detached, e.g. the demo's)."""
+    expected = await partition_counts(settings, topics.WORKER_SOURCES)
+    deadline = time.monotonic() + timeout
+    bodies: list[dict[str, object] | None] = []
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            bodies = [await readiness(port, http) for port in ports]
+            if all(bodies) and _whole(bodies, expected):  # type: ignore[arg-type]
+                return
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"the workers on ports {list(ports)} do not share every partition: {bodies}")
+
+
 def _whole(bodies: Sequence[dict[str, dict[str, object]]], expected: dict[str, int]) -> bool:
     if len({body.get("generation") for body in bodies}) != 1:
         return False
