@@ -7,9 +7,7 @@ API instances are real processes (``python -m api``), as they run behind a load 
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,26 +18,13 @@ from pydantic import SecretStr
 from models.settings import Settings
 from tests.api.live import publish_results, results_writer
 from tests.integration.test_api_stack import fake_result
+from tools.kit import wait_http_ok
 from tools.kit.api import analyze, ws_result, ws_url
 from tools.kit.processes import Proc, free_port, start_api
 
 pytestmark = pytest.mark.stack
 
 SECRET = "instances-secret"
-
-
-async def healthy(http: aiohttp.ClientSession, base: str, proc: Proc, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.alive(), f"the API exited:\n{proc.log_tail()}"
-        try:
-            async with http.get(f"{base}/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{base} not healthy within {timeout}s:\n{proc.log_tail()}")
 
 
 @pytest.fixture
@@ -52,9 +37,8 @@ async def two_apis(settings_factory: Callable[..., Settings], tmp_path: Path
             port = free_port()
             proc = start_api(settings.model_copy(update={"api_port": port}), tmp_path / f"api-{name}.log")
             apis.append((f"http://127.0.0.1:{port}", proc))
-        async with aiohttp.ClientSession() as http:
-            for base, proc in apis:
-                await healthy(http, base, proc)
+        for base, proc in apis:
+            assert await wait_http_ok(f"{base}/healthz", proc), f"{base} not healthy:\n{proc.log_tail()}"
         yield settings, apis
     finally:
         for _, proc in apis:
