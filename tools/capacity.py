@@ -49,9 +49,11 @@ def plan(a: argparse.Namespace) -> dict[str, Any]:
     retained_tb = (a.uploads_per_day * (a.event_bytes + a.distinct * a.miss_event_bytes) * a.retention_days
                    + cached * a.changelog_bytes) * a.replication / 1e12
     partitions = max(a.min_partitions, 2 ** math.ceil(math.log2(workers * a.growth)))
-    # The worker's table (memory:// today): every cached photo of its partitions, in Python objects.
+    # TABLE_STORE=memory would hold every cached photo of a worker's partitions in Python objects; the default,
+    # RocksDB, keeps it on disk and restarts without reading the changelog. A cold start (new machine, lost disk,
+    # a partition taken over without a standby) still replays the worker's share of the changelog.
     table_gb_per_worker = cached * a.table_bytes / workers / gb
-    restore_s = cached * a.changelog_bytes / workers / (a.restore_mb_s * 1e6)
+    cold_start_s = cached * a.changelog_bytes / workers / (a.restore_mb_s * 1e6)
     cost_call = (a.input_tokens * a.price_in + a.output_tokens * a.price_out) / 1e6
     return {
         "inputs": vars(a),
@@ -69,8 +71,8 @@ def plan(a: argparse.Namespace) -> dict[str, Any]:
         "redis_near_index_slot_gb": redis["near_index_gb"],
         "kafka": {"produce_mb_s_peak": produce_mb_s, "broker_cpu_cores": kafka_cpu_cores,
                   "retained_tb": retained_tb, "brokers": max(3, math.ceil(kafka_cpu_cores / 4))},
-        "tables": {"cached_photos": cached, "memory_gb_per_worker": table_gb_per_worker,
-                   "restore_s_per_worker": restore_s},
+        "tables": {"cached_photos": cached, "memory_gb_per_worker_if_memory_store": table_gb_per_worker,
+                   "cold_start_replay_s_per_worker": cold_start_s},
     }
 
 
@@ -98,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
     f("--miss-event-bytes", type=float, default=4_500, help="vision request + table changelogs of a miss")
     f("--changelog-bytes", type=float, default=1_000, help="one results-by-phash changelog record")
     f("--table-bytes", type=float, default=2_500, help="one table entry in the worker's memory (Python objects)")
-    f("--restore-mb-s", type=float, default=20.0, help="changelog read rate of one worker's recovery (assumption)")
+    f("--restore-mb-s", type=float, default=6.0,
+      help="changelog replay rate of one worker's cold start (docs/SCALING.md, Tables: ~8,600 entries/s)")
     f("--kafka-ms", type=float, default=2.5, help="broker CPU ms per upload, one replica (BENCHMARKS.md)")
     f("--replication", type=int, default=3)
     f("--retention-days", type=float, default=1.0, help="retention of the pipeline's topics (not the changelog)")
@@ -127,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{section}:")
             for k, v in values.items():
                 if isinstance(v, float):
-                    print(f"  {k:34} {v:,.4f}" if abs(v) < 1 else f"  {k:34} {v:,.1f}")
+                    print(f"  {k:38} {v:,.4f}" if abs(v) < 1 else f"  {k:38} {v:,.1f}")
                 else:
-                    print(f"  {k:34} {v:,}")
+                    print(f"  {k:38} {v:,}")
         else:
             print(f"{section}: {values:,.2f}")
     return 0
