@@ -79,7 +79,7 @@ def _read_local(ctx: WorkerContext, seen: Seen) -> Seen:
     return seen.read_again(ctx.results.fresh(seen.looked_at), call)
 
 
-async def _read_shared(ctx: WorkerContext, seen: Seen) -> Seen:
+async def read_shared(ctx: WorkerContext, seen: Seen) -> Seen:
     """The Redis entry of the pHash looked at; a Redis that fails is a miss, never a failed job."""
     try:
         return replace(seen, shared=await ctx.cache.get(seen.looked_at))
@@ -125,7 +125,7 @@ async def _read_reframed(ctx: WorkerContext, seen: Seen) -> Seen:
 
 
 _READS: dict[Read, Callable[[WorkerContext, Seen], Awaitable[Seen]]] = {
-    Read.SHARED: _read_shared, Read.NEAR: _read_near, Read.REFRAMED: _read_reframed}
+    Read.SHARED: read_shared, Read.NEAR: _read_near, Read.REFRAMED: _read_reframed}
 
 
 async def _carry_out(ctx: WorkerContext, job: ImageHashed, decision: Decision, started: float) -> None:
@@ -133,7 +133,7 @@ async def _carry_out(ctx: WorkerContext, job: ImageHashed, decision: Decision, s
         await ctx.calls.release_claim(job.phash)
     match decision:
         case Answer():
-            await _answer(ctx, job, decision, started)
+            await answer(ctx, job, decision, started)
         case WaitHere():
             _wait_here(ctx, job, decision)
         case WaitOn(phash=phash, distance=distance):
@@ -153,7 +153,8 @@ async def _carry_out(ctx: WorkerContext, job: ImageHashed, decision: Decision, s
             await _pay(ctx, job, decision)
 
 
-async def _answer(ctx: WorkerContext, job: ImageHashed, decision: Answer, started: float) -> None:
+async def answer(ctx: WorkerContext, job: ImageHashed, decision: Answer, started: float) -> None:
+    """Publish the job's result from a cache tier (here, or in the fetch step for a Redis hit)."""
     entry = decision.entry
     if decision.remember:
         ctx.results.remember(entry)

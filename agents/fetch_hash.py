@@ -1,5 +1,11 @@
 """uploads.completed -> fetch (CDN, S3 fallback) -> pHash (known for these bytes, or decoded in the executor)
--> images.hashed (key=phash)."""
+-> a Redis hit for the pHash answered here (``ANSWER_HITS_AT_FETCH``), or else images.hashed (key=phash).
+
+A hit answered here skips one produce, one consume and one record parse; the lookup, the decision and the answer
+are the dedupe step's own (agents/dedupe.py, streams/dedupe_decision.py), minus the copy into the pHash's table,
+whose partition this step does not own. Everything else (the table, calls under way, near-duplicates, claims,
+payments) stays with the dedupe step on the pHash's partition.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from agents.dedupe import answer, read_shared
 from models.errors import ErrorCode, PipelineError
 from models.records import FetchInfo, ImageHashed, UploadCompleted, utcnow
 from streams import metrics, topics
 from streams.app import app
 from streams.channels import images_hashed_topic, uploads_completed_topic
 from streams.context import WorkerContext
+from streams.dedupe_decision import Seen, decide_before_hop
 from streams.fetch import cdn_url
 from streams.imaging import ImageLimits, check_declared_type, content_digest, digest_and_hash, hash_image
 from streams.outcomes import dead_letter, failed_result, publish_result
@@ -79,7 +87,19 @@ async def process_upload(ctx: WorkerContext, key: str | bytes | None, value: byt
                         image_url=cdn_url(ctx.settings, upload.key), fetch=hashed.fetch, received_at=received_at,
                         sha256=hashed.sha256, origin=ctx.settings.app_id, timings_ms=hashed.timings_ms)
     log.debug("job_id=%s phash=%s source=%s", upload.job_id, hashed.phash, hashed.fetch.source)
+    if ctx.settings.answer_hits_at_fetch and await _answered_before_hop(ctx, event):
+        return
     await images_hashed_topic.send(key=hashed.phash, value=event.to_bytes())
+
+
+async def _answered_before_hop(ctx: WorkerContext, job: ImageHashed) -> bool:
+    """Answer a Redis hit for the job's pHash here, as the dedupe step would; False: the job goes on to it."""
+    started = time.monotonic()
+    decision = decide_before_hop(await read_shared(ctx, Seen(job)))
+    if decision is None:
+        return False
+    await answer(ctx, job, decision, started)
+    return True
 
 
 async def _fetch_and_hash(ctx: WorkerContext, upload: UploadCompleted) -> _Hashed:

@@ -313,6 +313,11 @@ class Settings(BaseSettings):
         description="remember each upload's SHA-256 -> pHash in Redis (`cache:image:digest:...`, same TTL as "
         "results): a byte-identical re-upload skips the decode",
     )
+    answer_hits_at_fetch: bool = Field(
+        True,
+        description="the fetch step answers a hit in the shared Redis cache for the job's own pHash itself (one "
+        "topic hop less per hit); only the rest goes through `waste.images.hashed` to the dedupe step",
+    )
 
     # --- Vision model (any OpenAI-compatible endpoint)
     openai_api_key: SecretStr = Field(

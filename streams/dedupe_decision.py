@@ -11,6 +11,9 @@ The tiers, in order, for a job on its own pHash:
   near result: answer; a near call under way: wait on it) -> the reframed tier -> pay for a model call.
 A job sent to wait on a near-duplicate's call (``wait_on``) looks at that pHash: its result (table, Redis) or its
 call under way; when there is neither, the job goes back to its own pHash.
+
+The fetch step answers the one tier it can reach without the pHash's partition, a Redis hit on the job's own
+pHash, before the hashed hop (:func:`decide_before_hop`); everything else goes on to the dedupe step.
 """
 
 from __future__ import annotations
@@ -138,9 +141,23 @@ def decide(seen: Seen) -> Decision:
     return _joining(seen) if seen.job.wait_on is not None else _own(seen)
 
 
-def _own(seen: Seen) -> Decision:
+def decide_before_hop(seen: Seen) -> Answer | None:
+    """The fetch step, before it sends the job to its pHash's partition: a Redis hit on the job's own pHash is
+    answered there and then, as the dedupe step would answer it, except that the table (the pHash's partition,
+    owned by another worker maybe) is not written; None: the job goes on to the dedupe step."""
+    hit = _shared_hit(seen)
+    return replace(hit, remember=False) if hit is not None and seen.job.wait_on is None else None
+
+
+def _shared_hit(seen: Seen) -> Answer | None:
     if isinstance(seen.shared, CachedClassification):
         return Answer(seen.shared, CacheSource.REDIS, remember=True)
+    return None
+
+
+def _own(seen: Seen) -> Decision:
+    if (hit := _shared_hit(seen)) is not None:
+        return hit
     if seen.table is not None:
         return Answer(seen.table, CacheSource.TABLE, release_claim=seen.claimed)
     if seen.shared is UNREAD:
