@@ -317,3 +317,38 @@ async def test_a_byte_identical_reupload_skips_the_decode_and_the_model(pipeline
     assert "decode" not in copy.timings_ms  # its pHash came from the digest of its bytes
     assert copy.classification == first.classification
     assert await worker_counter(pipeline.settings.worker_web_port, "waste_hash_total", path="digest") >= 1
+
+
+async def test_a_hit_is_answered_without_the_hashed_hop_and_a_miss_takes_it_once(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """ANSWER_HITS_AT_FETCH: the fetch step answers a Redis hit itself; only the miss went through images.hashed."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams import kafka_security
+    from tests.integration.private_stack import own_result
+
+    assert pipeline.settings.answer_hits_at_fetch
+    photo = samples.photo_bytes(221)
+    first_key, again_key = await pipeline.client.upload(photo), await pipeline.client.upload(photo)
+    hashed = AIOKafkaConsumer(topics.IMAGES_HASHED, **kafka_security.client_kwargs(pipeline.settings, "admin"),
+                              group_id=None, auto_offset_reset="latest")
+    await hashed.start()
+    try:
+        await position_at_end(hashed)
+        async with pipeline.client.results() as watcher:
+            # This session's worker's answers (every group on the broker answers every upload).
+            first = await own_result(watcher, await watcher.publish(first_key), pipeline.settings)
+            again = await own_result(watcher, await watcher.publish(again_key), pipeline.settings)
+        # Both results are out, so every hashed event of these jobs is on the topic: read it up to its end now.
+        ends = await hashed.end_offsets(list(hashed.assignment()))
+        hops: collections.Counter[str] = collections.Counter()
+        async with asyncio.timeout(30):
+            while [tp for tp, end in ends.items() if await hashed.position(tp) < end]:
+                for records in (await hashed.getmany(timeout_ms=200)).values():
+                    hops.update(event["job_id"] for event in map(json.loads, (r.value for r in records))
+                                if event.get("origin") == pipeline.settings.app_id)
+    finally:
+        await hashed.stop()
+    assert first.status is JobStatus.DONE and first.cache.source.value == "model"
+    assert again.status is JobStatus.DONE and again.cache.source.value == "redis" and again.cache.hit
+    assert again.cache.reused_job_id == first.job_id and again.classification == first.classification
+    assert (hops[first.job_id], hops[again.job_id]) == (1, 0)
