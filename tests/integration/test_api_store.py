@@ -63,14 +63,15 @@ async def test_state_changes_reach_every_watcher(store: RedisJobStore, redis: Re
     ready = asyncio.Event()
     watcher = asyncio.create_task(store.watch_states(lambda j, s: seen.append((j, s)), ready))
     try:
-        await asyncio.wait_for(ready.wait(), 10)
+        # Condition waits (a subscription, one broadcast): generous, for a busy CI machine; they end when it holds.
+        await asyncio.wait_for(ready.wait(), 60)
         await store.set_state(job.job_id, JobState.QUEUED)
 
         async def arrived() -> None:
             while (job.job_id, JobState.QUEUED) not in seen:
                 await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(arrived(), 10)
+        await asyncio.wait_for(arrived(), 60)
         stored = await store.get_job(job.job_id)
         assert stored is not None and stored.state == JobState.QUEUED
         assert 0 < await redis.ttl(f"api:job:{job.job_id}") <= 900  # the update kept the TTL
