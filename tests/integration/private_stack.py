@@ -20,6 +20,7 @@ from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
 from tools.kit import ResultWatcher, free_port
+from tools.kit.results import of_group
 
 # --- a misbehaving CDN edge and S3 endpoint --------------------------------------------------------------------
 
@@ -181,3 +182,26 @@ async def own_result(watcher: ResultWatcher, job_id: str, settings: Settings, *,
         if remaining <= 0:
             raise TimeoutError(f"no result of group {settings.app_id} for {job_id}: {watcher.received.get(job_id)}")
         await watcher.drain(min(remaining, 0.5))
+
+
+async def own_results(watcher: ResultWatcher, job_ids: list[str], settings: Settings, *,
+                      timeout: float = 60.0) -> dict[str, AnalysisResult]:
+    """The first result of every job that the worker group of ``settings`` can have given (``of_group``: its model
+    version, or a failure other than another group's refusal of a test key).
+
+    ``watcher.wait_for`` returns the first result on the topic, whichever group wrote it: with a second group on
+    the broker (a chaos or bench run's workers refuse every ``tests/`` key at once) that first result is often
+    another group's, and a test of this group's behaviour would judge the wrong answer.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        own = {j: [r for r in watcher.received.get(j, []) if of_group(r, settings.model_version)] for j in job_ids}
+        if all(own.values()):
+            return {j: results[0] for j, results in own.items()}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            missing = sorted(j for j, results in own.items() if not results)
+            seen = [watcher.received.get(j) for j in missing[:3]]
+            raise TimeoutError(f"{len(missing)} of {len(set(job_ids))} jobs have no result of group "
+                               f"{settings.app_id}, e.g. {missing[:3]}: {seen}")
+        await watcher.drain(min(remaining, 0.2))
