@@ -58,13 +58,14 @@ def test_a_one_fault_run_replaces_only_its_row_of_the_last_report(tmp_path: Path
     merged = chaos.merge_into_last(run, last)
     assert [p["name"] for p in merged["phases"]] == ["baseline", "broker_kill", "broker_leader_kill"]
     assert merged["setup"] == {"brokers": 1, "cluster_brokers": 3}
-    assert merged["finished_at"] == "earlier" and merged["rerun"] == {"broker_leader_kill": "now"}
+    assert merged["finished_at"] == "earlier"
+    assert merged["rerun"] == {"broker_leader_kill (3 brokers, one Redis)": "now"}
     assert merged["goals"]["unanswered"] is False  # the goals cover every row, the new one included
     again = chaos.merge_into_last({**run, "phases": [phase("broker_leader_kill", brokers=3)]},
                                   _write(tmp_path / "again.json", merged))
     assert [p["name"] for p in again["phases"]] == ["baseline", "broker_kill", "broker_leader_kill"]
     assert again["goals"]["unanswered"] is True
-    assert "| broker_leader_kill (3 brokers) | 48 |" in chaos.table(again["phases"])
+    assert "| broker_leader_kill | 3 brokers, one Redis | 48 |" in chaos.table(again["phases"])
 
 
 def _write(path: Path, report: dict[str, object]) -> Path:
