@@ -313,11 +313,6 @@ class Settings(BaseSettings):
         description="remember each upload's SHA-256 -> pHash in Redis (`cache:image:digest:...`, same TTL as "
         "results): a byte-identical re-upload skips the decode",
     )
-    faust_monitor_stats: bool = Field(
-        False,
-        description="Faust's Monitor counts and times every event for Faust's web stats page, which the worker does "
-        "not serve (its metrics are Prometheus counters); off: only what Faust itself reads is kept",
-    )
     answer_hits_at_fetch: bool = Field(
         True,
         description="the fetch step answers a hit in the shared Redis cache for the job's own pHash itself (one "

@@ -19,7 +19,6 @@ from mode import Service
 from models.settings import InsecureSettingsError, Settings, check_secrets, load_settings
 from streams import faust_fixes, faust_producer, kafka_security, logs, table_store, topics, vision
 from streams.context import ContextSlot, open_context
-from streams.faust_monitor import QuietMonitor
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,6 @@ def _apply_settings(app: WorkerApp, conf: Any, **kwargs: Any) -> None:
     conf.consumer_metadata_max_age_ms = s.kafka_metadata_max_age_ms
     conf.broker_session_timeout = s.kafka_session_timeout_seconds
     conf.broker_heartbeat_interval = min(3.0, s.kafka_session_timeout_seconds / 4)
-    if not s.faust_monitor_stats:  # per-event statistics nobody reads (streams/faust_monitor.py)
-        conf.Monitor = QuietMonitor
 
 
 @app.service
