@@ -35,7 +35,11 @@ pytestmark = pytest.mark.pipeline
 MODEL_TIMEOUT_S = 3.0
 CONCURRENCY = 2
 CDN_TIMEOUT_S = 2.0
-FETCH_RETRY_S = 4.0
+# How long the origin worker waits out an outage of both sources. The s3blip test needs its first fetch (the CDN's
+# 500, two failed S3 reads with botocore's backoff of up to 1 s between them) and the retry's first delay to fit in
+# it: with 4 s that left ~2 s of slack, which a two-core CI machine under load can use up (the job then failed
+# FETCH_FAILED instead of being waited out). The s3fail test (an outage that never ends) takes this long to fail.
+FETCH_RETRY_S = 20.0
 
 
 @dataclasses.dataclass
@@ -226,7 +230,9 @@ async def test_a_model_call_that_never_returns_is_re_requested_then_given_up(ori
     def hung(r: AnalysisResult) -> bool:
         return r.status is JobStatus.FAILED
 
-    result = await scripted(extra, ["hang"], hung, ErrorCode.MODEL_TIMEOUT, 341, tries=2, timeout=150,
+    # The give-up comes on the third tick of a 30 s timer after the call (~90 s, more when the machine is busy); the
+    # wait ends before the hung call would answer (hang_s), so a late answer cannot pass for a give-up.
+    result = await scripted(extra, ["hang"], hung, ErrorCode.MODEL_TIMEOUT, 341, tries=2, timeout=240,
                             hang_s=280)
     after = await extra.simulator.request("GET", "/_sim/stats")
     assert result.error is not None and result.error.code is ErrorCode.MODEL_TIMEOUT
