@@ -8,6 +8,7 @@ import pytest
 from models.errors import ErrorCode
 from models.records import JobStatus
 from tests import samples
+from tests.integration.private_stack import own_results
 from tools.kit import Simulator
 
 simulator = Simulator().request  # the stack's shared simulator
@@ -25,7 +26,7 @@ async def test_the_stack_runs_the_strict_simulator_and_the_workers_request_passe
     before = await _stats()
     async with pipeline.client.results() as watcher:
         job_id = await watcher.publish(key)
-        result = (await watcher.wait_for([job_id], timeout=60))[job_id]
+        result = (await own_results(watcher, [job_id], pipeline.settings))[job_id]
     after = await _stats()
     assert result.status is JobStatus.DONE and result.cache.source.value == "model"
     assert after["rejected"] == before["rejected"]  # nothing the worker sent was refused
@@ -38,11 +39,11 @@ async def test_a_refusal_fails_the_job_once_and_is_never_cached(pipeline) -> Non
     before = (await _stats())["calls"]
     async with pipeline.client.results() as watcher:
         job_id = await watcher.publish(await pipeline.client.upload(photo))
-        refused = (await watcher.wait_for([job_id], timeout=60))[job_id]
+        refused = (await own_results(watcher, [job_id], pipeline.settings))[job_id]
         assert (await _stats())["calls"] - before == 1  # not retried: it would refuse again, and cost again
         assert refused.status is JobStatus.FAILED and refused.error.code is ErrorCode.MODEL_REFUSED
         again = await watcher.publish(await pipeline.client.upload(photo))
-        answered = (await watcher.wait_for([again], timeout=60))[again]
+        answered = (await own_results(watcher, [again], pipeline.settings))[again]
     assert answered.status is JobStatus.DONE and answered.cache.source.value == "model"
 
 
@@ -51,6 +52,6 @@ async def test_a_truncated_answer_is_retried_and_the_job_is_done(pipeline) -> No
     before = (await _stats())["calls"]
     async with pipeline.client.results() as watcher:
         job_id = await watcher.publish(await pipeline.client.upload(samples.photo_bytes(359)))
-        result = (await watcher.wait_for([job_id], timeout=60))[job_id]
+        result = (await own_results(watcher, [job_id], pipeline.settings))[job_id]
     assert result.status is JobStatus.DONE and result.timings_ms["model_attempts"] == 2
     assert (await _stats())["calls"] - before == 2
