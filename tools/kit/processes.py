@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,8 +30,37 @@ DEFAULT_KEY_PATTERN = Settings.model_fields["upload_key_pattern"].default
 TEST_KEY_PATTERN = rf"(?:{DEFAULT_KEY_PATTERN})|tests/[a-z0-9-]{{1,64}}\.(?:jpg|png|webp)"
 
 
+# free_port's ports lie below the kernel's ephemeral range, in a span this wide.
+FREE_PORT_SPAN = 12_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (connect() and bind(0) take their ports from it)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free on 127.0.0.1 now, for a server a process started later binds (seconds later, after imports).
+
+    Taken below the ephemeral range: a port bind(0) hands out is one the kernel also gives outgoing connections
+    (a Kafka or HTTP client's), and one opened between this call and the server's bind made the server fail
+    with EADDRINUSE. Chosen at random among the free ones, so two callers rarely pick the same port either.
+    """
+    low = _ephemeral_low()
+    first = max(1024, low - FREE_PORT_SPAN)
+    rng = random.SystemRandom()
+    for _ in range(100 if low - first >= 1000 else 0):
+        port = rng.randrange(first, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the range: a port of the range itself
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
