@@ -151,6 +151,25 @@ class ResultWatcher:
             raise TimeoutError(f"{len(missing)} of {len(set(wanted))} results missing, e.g. {sorted(missing)[:3]}")
         return {j: self.received[j][0] for j in wanted}
 
+    async def read_to_end(self, timeout: float = 60.0) -> None:
+        """Wait until every record on the results topic now has been handled: the end offsets, read again until
+        two readings agree (a produce request already on its way when this is called still lands)."""
+        deadline = time.monotonic() + timeout
+        ends: dict[Any, int] | None = None
+        while True:
+            now = await self._consumer.end_offsets(list(self._consumer.assignment()))
+            if now == ends:
+                return
+            ends = now
+            # _read handles a batch before it awaits again, so a position past a record means it was handled.
+            while any([await self._consumer.position(tp) < end for tp, end in ends.items()]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the results topic was not read to its end in time")
+                if self._reader is not None and self._reader.done():
+                    self._reader.result()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), 0.5)
+
     async def drain(self, seconds: float) -> None:
         """Keep collecting for ``seconds`` (to catch duplicate results after the expected ones arrived)."""
         await asyncio.sleep(seconds)
