@@ -44,7 +44,7 @@ mutation: venv  ## mutation score of the deciding modules against the fast tests
 	@.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@bash scripts/mutation.sh
 
-chaos: stack-install  ## fault suite on a private stack (other ports); writes chaos/latest.json and CHAOS.md (CHAOS_ARGS='--only broker_leader_kill': one fault)
+chaos: stack-install  ## fault suite on a private 3-broker + Redis Cluster stack (other ports); writes chaos/latest.json and CHAOS.md (CHAOS_ARGS='--only redis_master_failover': one fault)
 	@$(PY) -m tools.chaos $(CHAOS_ARGS)
 
 lint: venv  ## ruff and mypy (install the dev extra: .venv/bin/pip install -e '.[dev]')

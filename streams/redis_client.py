@@ -11,8 +11,9 @@ splits them by slot; reads of several keys in other slots use one GET per key, n
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -42,16 +43,62 @@ def retry_for(seconds: float) -> Retry:
     return Retry(backoff, retries)
 
 
+class PatientCluster(RedisCluster):
+    """A ``RedisCluster`` whose commands wait out a master's failover for ``wait_seconds``, as the single-server
+    client waits out a lost connection: redis-py 8.1 retries a command that met a dead master at once (its Retry
+    only counts the attempts), so every attempt meets the same dead node until a replica is promoted
+    (cluster-node-timeout and an election, 3-5 s on the stack), and a lookup that fails counts as a miss: a paid
+    call (``make chaos`` redis_master_failover). A cluster none of whose nodes answers is reported as a
+    ``ConnectionError`` (redis-py raises ``RedisClusterException``, which is no ``RedisError``: it went past every
+    caller's handler and crashed the worker's agents in ``make chaos`` redis_cluster_wipe). Pipelines are not
+    covered."""
+
+    wait_seconds: float = 0.0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        backoff = ExponentialBackoff(cap=0.5, base=0.05)
+        waited, attempt = 0.0, 0
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except Exception as exc:
+                lost = unreachable(exc)
+                if lost is None:
+                    raise
+                attempt += 1
+                pause = backoff.compute(attempt)
+                if waited + pause > self.wait_seconds:
+                    if lost is exc:
+                        raise
+                    raise lost from exc
+                await asyncio.sleep(pause)
+                waited += pause
+
+
+def unreachable(exc: BaseException) -> redis_errors.RedisError | None:
+    """``exc`` as the ``RedisError`` a caller handles when the cluster, or the master of a slot, cannot be reached
+    (None: any other error, raised as it is)."""
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | redis_errors.ClusterDownError):
+        return exc
+    lost_node = isinstance(exc.__cause__, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError)
+    if isinstance(exc, redis_errors.SlotNotCoveredError) or (
+            isinstance(exc, redis_errors.RedisClusterException) and lost_node):
+        return redis_errors.ConnectionError(str(exc))
+    return None
+
+
 def connect(url: str, *, cluster: bool = False, retry_seconds: float = 0.0, **kwargs: Any) -> Any:
     """A ``redis.asyncio.Redis`` for one server, a ``RedisCluster`` for a cluster (same commands).
 
-    ``retry_seconds``: how long a command waits out a lost connection before it raises.
+    ``retry_seconds``: how long a command waits out a lost connection (on a cluster: a failover) before it raises.
     """
     if retry_seconds > 0:
         kwargs["retry"] = retry_for(retry_seconds)
     if is_cluster(url, cluster):
         kwargs.pop("timeout", None)  # a BlockingConnectionPool argument; the cluster client keeps its own pools
-        return RedisCluster.from_url(_plain(url), **kwargs)
+        client = cast(PatientCluster, PatientCluster.from_url(_plain(url), **kwargs))
+        client.wait_seconds = retry_seconds
+        return client
     return Redis.from_url(url, **kwargs)
 
 

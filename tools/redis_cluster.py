@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -112,6 +113,18 @@ def kill_node(stack_dir: Path, port: int, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"redis-{port} (pid {pid}) still there {timeout}s after SIGKILL")
         time.sleep(0.05)  # polling for the kernel to reap it, within the deadline above
+
+
+def wipe_data(stack_dir: Path, port: int) -> None:
+    """Delete a stopped node's data (its AOF), keeping ``nodes.conf``: it comes back empty, in the same place of the
+    cluster, as a node without persistence would."""
+    for path in (stack_dir / "redis-cluster" / str(port)).iterdir():
+        if path.name == "nodes.conf":
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 async def wait_promoted(ports: list[int], victim: Node, replica_ids: set[str],

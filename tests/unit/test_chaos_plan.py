@@ -21,8 +21,8 @@ def test_every_fault_runs_on_the_cluster_by_default_but_those_of_a_single_broker
     assert [kind for kind, _ in groups] == [CLUSTER, SINGLE]
     on_cluster, on_single = (names for _, names in groups)
     assert on_cluster[0] == "baseline" and on_single[0] == "baseline"  # each stack's own reference
-    assert {"worker_kill", "worker_pause", "edge_stop", "s3_stop", "model_storm", "model_hang",
-            "broker_leader_kill", "redis_master_failover"} <= set(on_cluster)
+    assert {"worker_kill", "worker_pause", "edge_stop", "s3_stop", "model_storm", "model_hang", "broker_leader_kill",
+            "redis_master_failover", "redis_master_restart", "redis_cluster_wipe"} <= set(on_cluster)
     assert set(on_single) == {"baseline", "broker_kill", "redis_restart", "redis_outage", "redis_wipe"}
 
 
@@ -86,3 +86,13 @@ def test_each_redis_fault_is_held_to_the_baseline_of_its_own_stack() -> None:
     table = chaos.table([{**r, "uploads": 48, "model_requests": 8, "failed": {}, "worst_wait_s": 1.0} for r in rows])
     assert "| redis_master_failover | 3 brokers, Redis Cluster | 48 |" in table
     assert "| baseline | 1 broker, one Redis | 48 |" in table
+
+
+def test_a_wiped_cluster_node_keeps_its_place_in_the_cluster_and_loses_its_data(tmp_path: chaos.Path) -> None:
+    node = tmp_path / "redis-cluster" / "17300"
+    (node / "appendonlydir").mkdir(parents=True)
+    (node / "appendonlydir" / "appendonly.aof.1.incr.aof").write_text("*1\r\n")
+    (node / "nodes.conf").write_text("6283 127.0.0.1:17300@27300 myself,master - 0 0 1 connected 0-5460\n")
+    (node / "dump.rdb").write_bytes(b"REDIS")
+    redis_cluster.wipe_data(tmp_path, 17300)
+    assert [p.name for p in node.iterdir()] == ["nodes.conf"]

@@ -34,3 +34,49 @@ def test_the_retry_waits_about_as_long_as_asked(seconds: float) -> None:
     retry = redis_client.retry_for(seconds)
     waits = [retry._backoff.compute(n) for n in range(1, retry._retries + 1)]  # as redis-py's Retry waits
     assert seconds <= sum(waits) < seconds + 0.5
+
+
+async def test_a_cluster_command_waits_out_a_failover_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead master refuses connections until its replica is promoted: the command is tried again, with pauses,
+    for the retry budget (the redis-py client alone tries again at once, and the lookup counts as a miss)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    refusals = {"left": 3}
+    calls = []
+
+    async def master_down_then_promoted(self: RedisCluster, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:17302")
+        return b"answer"
+
+    monkeypatch.setattr(RedisCluster, "execute_command", master_down_then_promoted)
+    patient = redis_client.connect("redis+cluster://127.0.0.1:1/0", retry_seconds=5.0)
+    impatient = redis_client.connect("redis+cluster://127.0.0.1:1/0")
+    try:
+        assert await patient.get("cache:image:hash:x") == b"answer"
+        assert len(calls) == 4
+        refusals["left"] = 1
+        with pytest.raises(RedisConnectionError):  # no budget: the caller decides at once
+            await impatient.get("cache:image:hash:x")
+    finally:
+        await patient.aclose()
+        await impatient.aclose()
+
+
+def test_a_cluster_nobody_can_reach_is_a_connection_error_for_the_callers() -> None:
+    """Every caller handles ``RedisError``; redis-py reports an unreachable cluster with an exception that is not
+    one (it crashed the worker's agents when the whole cluster was restarted)."""
+    from redis import exceptions as e
+
+    try:
+        raise e.RedisClusterException("Redis Cluster cannot be connected.") from e.ConnectionError("Error 111")
+    except e.RedisClusterException as nobody:
+        lost = redis_client.unreachable(nobody)
+    assert isinstance(lost, e.ConnectionError) and "cannot be connected" in str(lost)
+    assert isinstance(redis_client.unreachable(e.SlotNotCoveredError("slot 42")), e.ConnectionError)
+    refused = e.ConnectionError("Error 111")
+    assert redis_client.unreachable(refused) is refused
+    assert redis_client.unreachable(e.RedisClusterException("CROSSSLOT: keys in different slots")) is None
+    assert redis_client.unreachable(e.ResponseError("WRONGTYPE")) is None
