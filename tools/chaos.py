@@ -553,7 +553,10 @@ def write_report(report: dict[str, Any]) -> None:
     doc = ROOT / "CHAOS.md"
     text = doc.read_text() if doc.exists() else ""
     start, end = "<!-- chaos:table -->", "<!-- /chaos:table -->"
-    rerun = "".join(f"; {name} re-run {at}" for name, at in report.get("rerun", {}).items())
+    reruns: dict[str, list[str]] = {}
+    for name, at in report.get("rerun", {}).items():
+        reruns.setdefault(at, []).append(name)
+    rerun = "".join(f"; re-run {at}: {', '.join(names)}" for at, names in reruns.items())
     block = f"{start}\nRun {report['finished_at']} ({report['machine']}){rerun}:\n\n{table(report['phases'])}{end}"
     if start in text and end in text:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]

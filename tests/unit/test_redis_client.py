@@ -78,5 +78,8 @@ def test_a_cluster_nobody_can_reach_is_a_connection_error_for_the_callers() -> N
     assert isinstance(redis_client.unreachable(e.SlotNotCoveredError("slot 42")), e.ConnectionError)
     refused = e.ConnectionError("Error 111")
     assert redis_client.unreachable(refused) is refused
+    race = AttributeError("'NoneType' object has no attribute 'writelines'")  # redis-py 8.1, reconnecting
+    assert isinstance(redis_client.unreachable(race), e.ConnectionError)
+    assert redis_client.unreachable(AttributeError("'Settings' object has no attribute 'x'")) is None
     assert redis_client.unreachable(e.RedisClusterException("CROSSSLOT: keys in different slots")) is None
     assert redis_client.unreachable(e.ResponseError("WRONGTYPE")) is None
