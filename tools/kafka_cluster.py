@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from models.settings import Settings
 from streams import kafka_security
 from tools.kit import free_port
+from tools.kit.processes import kill_and_wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_STACK = ROOT / ".stack"
@@ -68,12 +68,7 @@ def kill_node(stack_dir: Path, node: int, timeout: float = 30.0) -> None:
     pid = pid_of(stack_dir, node)
     if pid is None:
         raise RuntimeError(f"broker {node} of {stack_dir} is not running")
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"broker {node} (pid {pid}) still there {timeout}s after SIGKILL")
-        time.sleep(0.05)  # polling for the kernel to reap it, within the deadline above
+    kill_and_wait_gone(pid, f"broker {node}", timeout)
 
 
 async def leaders(settings: Settings) -> Counter[int]:

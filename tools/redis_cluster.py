@@ -8,14 +8,14 @@ replica of the promoted node.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
+
+from tools.kit.processes import kill_and_wait_gone
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,7 @@ def kill_node(stack_dir: Path, port: int, timeout: float = 30.0) -> None:
     pid = int((stack_dir / "run" / f"redis-{port}.pid").read_text().strip())
     if b"redis-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
         raise RuntimeError(f"pid {pid} of redis-{port} is not a redis-server")
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"redis-{port} (pid {pid}) still there {timeout}s after SIGKILL")
-        time.sleep(0.05)  # polling for the kernel to reap it, within the deadline above
+    kill_and_wait_gone(pid, f"redis-{port}", timeout)
 
 
 def wipe_data(stack_dir: Path, port: int) -> None:

@@ -9,9 +9,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +147,16 @@ class Proc:
 
 # Every worker the kit started in this process, so a failed test's report can show what they logged.
 STARTED: list[Proc] = []
+
+
+def kill_and_wait_gone(pid: int, what: str, timeout: float = 30.0) -> None:
+    """kill -9 ``pid`` and wait until its process is gone (reaped by init: the stack's services run detached)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} (pid {pid}) still there {timeout}s after SIGKILL")
+        time.sleep(0.05)  # polling for the kernel to reap it, within the deadline above
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
