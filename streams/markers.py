@@ -36,6 +36,9 @@ class PublishedJobs:
             delivery.add_done_callback(
                 lambda f: self._jobs.pop(job_id, None) if f.cancelled() or f.exception() is not None else None)
 
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
     def mark_when_delivered(self, delivery: Any, job_id: str, write_marker: Callable[[], Awaitable[Any]]) -> None:
         """Run ``write_marker`` once the broker has acknowledged ``delivery``; then the marker decides."""
 

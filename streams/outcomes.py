@@ -76,11 +76,19 @@ async def publish_result(ctx: WorkerContext, result: AnalysisResult, *,
     a second request for the same pHash (a redelivery) could answer the same job in that window.
     """
     marker = f"{PUBLISHED_PREFIX}{ctx.settings.app_id}:{result.job_id}"
-    if result.job_id in ctx.published or await _redis_call(ctx, "exists", marker):
+    marked = result.job_id in ctx.published or await _redis_call(ctx, "exists", marker)
+    # Looked at again after Redis answered: on a redelivery two steps of this process (the fetch step's hit and the
+    # dedupe step) may answer one job at the same moment, and the other may have published it meanwhile.
+    if marked or result.job_id in ctx.published:
         metrics.results_suppressed_total.inc()
         log.info("job_id=%s: result already published (a redelivered event); not publishing another", result.job_id)
         return None
-    delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
+    ctx.published.remember(result.job_id, None)  # before the send, which may let that other step run
+    try:
+        delivery = await analysis_results_topic.send(key=result.job_id, value=result.to_bytes())
+    except BaseException:
+        ctx.published.forget(result.job_id)  # not published: a replay may publish it
+        raise
     ctx.published.remember(result.job_id, delivery)
     ctx.published.mark_when_delivered(delivery, result.job_id, lambda: _redis_call(
         ctx, "set", marker, b"1", ex=ctx.settings.result_dedup_ttl_seconds))

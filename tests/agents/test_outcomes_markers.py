@@ -179,6 +179,43 @@ async def test_the_marker_is_written_when_the_broker_acknowledges_and_then_decid
     assert len(broker.sent) == 1
 
 
+class SlowMarkerRedis(MarkerRedis):
+    """Redis that answers EXISTS only after the other callers asked it too (every caller waits on Redis at once)."""
+
+    def __init__(self, callers: int) -> None:
+        super().__init__()
+        self.asked = asyncio.Barrier(callers)
+
+    async def exists(self, key: str) -> int:
+        await self.asked.wait()
+        return await super().exists(key)
+
+
+async def test_two_steps_answering_one_job_at_the_same_moment_publish_it_once(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redelivery after a crash: the fetch step (a Redis hit) and the dedupe step both answer the job, both
+    asking Redis for its marker before either has published."""
+    broker = Broker()
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", broker)
+    ctx = ctx_with(harness, SlowMarkerRedis(callers=2))
+    result = failed_result("job-5", ErrorCode.IMAGE_NOT_FOUND, "gone")
+    deliveries = await asyncio.gather(publish_result(ctx, result), publish_result(ctx, result))
+    assert len(broker.sent) == 1
+    assert sum(d is not None for d in deliveries) == 1
+
+
+async def test_a_send_that_fails_leaves_the_job_to_a_replay(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    class DownBroker(Broker):
+        async def send(self, key: Any = None, value: bytes = b"", **_: Any) -> asyncio.Future[Any]:
+            raise RuntimeError("producer closed")
+
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", DownBroker())
+    ctx = ctx_with(harness, MarkerRedis())
+    with pytest.raises(RuntimeError):
+        await publish_result(ctx, failed_result("job-6", ErrorCode.IMAGE_NOT_FOUND, "gone"))
+    assert "job-6" not in ctx.published
+
+
 async def test_a_result_the_broker_refused_is_published_again_on_replay(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     broker, redis = Broker(), MarkerRedis()
