@@ -5,9 +5,9 @@ A hit answered here skips one produce, one consume and one record parse; the loo
 are the dedupe step's own (agents/dedupe.py, streams/dedupe_decision.py), minus the copy into the pHash's table,
 whose partition this step does not own. Everything else (the table, calls under way, near-duplicates, claims,
 payments) stays with the dedupe step on the pHash's partition. The result markers hold back a replayed job here
-as there; one window is new: an upload redelivered to another worker just as the call its job waits on writes
-Redis may be answered here too, before that call's answer to the job has its marker (a duplicate with the same
-classification, never a missing result).
+as there. After a crash, a job's upload and its hashed event may both come again and be answered here and there at
+once: publish_result keeps that to one result within a process; across two processes it can cost a duplicate
+(the same classification), never a missing result.
 """
 
 from __future__ import annotations
