@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,7 +20,7 @@ from aiohttp import web
 from models.errors import ErrorCode
 from models.records import AnalysisResult, JobStatus
 from models.settings import Settings
-from tools.kit import ResultWatcher, free_port
+from tools.kit import ResultWatcher, Simulator, free_port
 from tools.kit.results import of_group
 
 # --- a misbehaving CDN edge and S3 endpoint --------------------------------------------------------------------
@@ -205,3 +206,13 @@ async def own_results(watcher: ResultWatcher, job_ids: list[str], settings: Sett
             raise TimeoutError(f"{len(missing)} of {len(set(job_ids))} jobs have no result of group "
                                f"{settings.app_id}, e.g. {missing[:3]}: {seen}")
         await watcher.drain(min(remaining, 0.2))
+
+
+def isolated_group(name: str, sim: Simulator, **overrides: Any) -> Settings:
+    """A worker group of a test's own: its prompt version tells its results apart, its private simulator makes the
+    model calls counted the test's alone, and no call is re-issued as lost while the test runs."""
+    session = uuid.uuid4().hex[:8]
+    return Settings(_env_file=None, app_id=f"waste-{name}-{session}",  # type: ignore[call-arg]
+                    prompt_version=f"{name}-{session}", worker_web_port=free_port(),
+                    openai_base_url=f"{sim.url}/v1", vision_backoff_base_seconds=0.05,
+                    inflight_timeout_seconds=300, **overrides)

@@ -11,14 +11,13 @@ import asyncio
 import collections
 import signal
 import time
-import uuid
 
 import pytest
 
 from models.records import AnalysisResult, JobStatus
-from models.settings import Settings
 from tests import samples
-from tools.kit import PipelineClient, Simulator, free_port, start_worker, wait_until_pipeline_answers, worker_counter
+from tests.integration.private_stack import isolated_group
+from tools.kit import PipelineClient, Simulator, start_worker, wait_until_pipeline_answers, worker_counter
 from tools.kit.results import of_group
 
 pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
@@ -33,16 +32,10 @@ def _own(results: list[AnalysisResult], version: str) -> list[AnalysisResult]:
 
 
 async def test_a_worker_killed_mid_burst_loses_no_job() -> None:
-    session = uuid.uuid4().hex[:8]
     sim = await asyncio.to_thread(Simulator.start, SIM_LATENCY_MS=str(MODEL_LATENCY_MS),
                                   SIM_LATENCY_JITTER_MS="100")
     simulator = sim.request
-    settings = Settings(_env_file=None, app_id=f"waste-crash-{session}",  # type: ignore[call-arg]
-                        openai_base_url=f"{sim.url}/v1",
-                        prompt_version=f"crash-{session}", worker_web_port=free_port(),
-                        # Long enough that no call is re-issued as "lost" by the timer during the test.
-                        vision_backoff_base_seconds=0.05, inflight_timeout_seconds=300,
-                        kafka_session_timeout_seconds=8)
+    settings = isolated_group("crash", sim, kafka_session_timeout_seconds=8)
     client = PipelineClient(settings)
     first = start_worker(settings, name="crash-first")
     second = None

@@ -25,13 +25,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 
 import pytest
 
 from models.records import AnalysisResult, JobStatus
-from models.settings import Settings
 from tests import samples
+from tests.integration.private_stack import isolated_group
 from tools.kafka_admin import group_lag
 from tools.kit import (
     PipelineClient,
@@ -52,12 +51,8 @@ PACE_S = 0.25  # one upload-complete event every PACE_S during the whole test
 
 
 async def test_a_killed_worker_s_partitions_answer_again_within_20_s() -> None:
-    session = uuid.uuid4().hex[:8]
     sim = Simulator.start(SIM_LATENCY_MS="1000", SIM_LATENCY_JITTER_MS="100")
-    settings = Settings(_env_file=None, app_id=f"waste-failover-{session}",  # type: ignore[call-arg]
-                        prompt_version=f"failover-{session}", worker_web_port=free_port(),
-                        openai_base_url=f"{sim.url}/v1", vision_backoff_base_seconds=0.05,
-                        inflight_timeout_seconds=300)
+    settings = isolated_group("failover", sim)
     assert settings.kafka_session_timeout_seconds <= 10  # the default under test
     client = PipelineClient(settings)
     survivor = start_worker(settings, name="failover-survivor")

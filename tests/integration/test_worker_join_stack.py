@@ -8,13 +8,12 @@ simulator (1 s a call), so calls are under way when the partitions move.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from models.records import JobStatus
-from models.settings import Settings
 from tests import samples
+from tests.integration.private_stack import isolated_group
 from tools.kafka_admin import group_lag
 from tools.kit import (
     PipelineClient,
@@ -33,12 +32,8 @@ COPIES = 3
 
 
 async def test_a_worker_joining_mid_burst_loses_no_job() -> None:
-    session = uuid.uuid4().hex[:8]
     sim = Simulator.start(SIM_LATENCY_MS="1000", SIM_LATENCY_JITTER_MS="100")
-    settings = Settings(_env_file=None, app_id=f"waste-join-{session}",  # type: ignore[call-arg]
-                        prompt_version=f"join-{session}", worker_web_port=free_port(),
-                        openai_base_url=f"{sim.url}/v1", vision_backoff_base_seconds=0.05,
-                        inflight_timeout_seconds=300)
+    settings = isolated_group("join", sim)
     client = PipelineClient(settings)
     first = start_worker(settings, name="join-first")
     second = None
