@@ -19,16 +19,33 @@ partitions whose fetched records are still being processed; once those are done,
 until the fetch in flight returns, and with nothing new on the partitions it asked for that takes the whole
 wait. A burst whose first records were still being hashed when the next fetch left then stalls for up to
 1.5 s before the rest of it is read (the bimodal bursts in BENCHMARKS.md: 96 events in 0.55 s or in 1.9 s).
+
+A third: the consumer never drops a fetched event as "already read". faust-streaming skips (logging only in
+its developer mode) every fetched event whose offset is below the partition's read offset, the last offset it
+handed to a stream, on the assumption that such an event was delivered before a seek back. Around a rebalance
+that offset goes stale: after a worker was killed, the survivor re-seeks the partitions it takes over to their
+committed offsets while its fetch loop already runs (Recovery resumes the flow before that seek), and the read
+offset ends up above events never handed to a stream. Those events were then dropped silently, and the commit
+moved past them: jobs with no result, or a partition whose lag never fell
+(tests/integration/test_worker_failover_stack.py, found with faust's developer log: ``DROPPED MESSAGE ROFF``).
+Here such an event is delivered again; the pipeline is built for redelivery (result markers, the in-flight
+table), so the worst case is work done twice, never a job lost. With that, ``_new_offset`` also refuses to
+commit past a hole at the head of a partition: the committed offset is the next one to read, and an offset
+at or after it that was never acknowledged stops the commit there (faust-streaming let exactly one through).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from typing import Any, cast
 
 import faust
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
+
+_log = logging.getLogger(__name__)
 
 FOR_VERSION = "0.15.3"  # the faust-streaming release whose Consumer._new_offset this replaces
 # The longest a fetch of the worker's consumer waits at the broker for records (faust-streaming: 1500). Bounds the
@@ -58,8 +75,8 @@ def _new_offset(self: Any, tp: Any) -> int | None:
             gap_for_tp.chop(0, new_max_offset)
     acked.sort()
     committed_offset = self._committed_offset[tp]
-    if committed_offset and min(acked) - committed_offset > 1:
-        return None
+    if committed_offset is not None and min(acked) > committed_offset:
+        return None  # the event at the committed offset (the next to read) is not done: a hole at the head
     # The fix: stop before the first event of this partition that is still being processed.
     in_progress = [m.offset for m in list(self._unacked_messages) if m.tp == tp and not m.acked]
     limit = min(in_progress) if in_progress else None
@@ -80,6 +97,7 @@ def apply(installed: str = faust.__version__) -> None:
             f"faust-streaming {installed} is installed. Check whether that release fixed it or changed "
             f"_new_offset, then update FOR_VERSION or remove the correction.")
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
     faust_aiokafka.Consumer._new_consumer_thread = _new_consumer_thread  # type: ignore[method-assign]
 
 
@@ -94,3 +112,56 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 def _new_consumer_thread(self: Any) -> faust_aiokafka.AIOKafkaConsumerThread:
     return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover (the worker's fetch loop)
+    """faust-streaming 0.15.3's ``Consumer._drain_messages``, except that an event below the read offset is
+    delivered again instead of dropped (see the module's docstring); gaps are still recorded going forward."""
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    read_offset = self._read_offset
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    yield_every = 100
+    num_since_yield = 0
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            ait = cast(Any, getmany(timeout=1.0))
+            await self.sleep(0)  # getmany can return at once many times in a row
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = read_offset[tp]
+                    if r_offset is not None and offset < r_offset:
+                        _log.debug("redelivering %s offset %d (read offset %d)", tp, offset, r_offset)
+                    elif r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)  # offsets that do not exist
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offset[tp] = offset if r_offset is None else max(offset, r_offset)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        self.diag.unset_flag(CONSUMER_FETCHING)
+

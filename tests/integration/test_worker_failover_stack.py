@@ -7,17 +7,11 @@ figure measured is what a client sees: how long after the kill a job published a
 Runs in the ``worker_restart`` session: no other group's worker may read the same events. The model is a private
 simulator, so the calls counted are this test's alone.
 
-It was left out of ``make test`` (marker ``known_failing``) after one of two full runs on 2026-11-30 left
-jobs published around the kill unanswered: classify took a call off the in-flight table before its waiters'
-results reached the broker, so a kill in between lost them. The call now leaves the table once its results are
-acknowledged (agents/classify.py, tests/agents/test_redelivery.py); four runs in a row green since.
-
-Left out again (``known_failing``) after a run in the fresh Debian root (2026-11-30 14:02): 6 jobs published
-3.8-9.9 s after the kill were never answered. The survivor was assigned all four partitions of
-waste.uploads.completed at generation 3 and consumed three of them; partition 0 (the dead member's) kept a lag
-of 25 and not one of its events reached the fetch step in the 80 s that followed, with nothing logged. A
-partition assigned but never fetched after a rebalance, like faust-streaming issue 166 / 523; cause not found.
-Issue 13 stays open for it. Passed in the other runs of the day (one in the same root an hour earlier).
+Two bugs it found are fixed. Classify took a call off the in-flight table before its waiters' results reached
+the broker, so a kill in between lost them (agents/classify.py, tests/agents/test_redelivery.py). And after the
+kill, the survivor silently dropped events of the partitions it took over as "already read" (faust-streaming's
+stale read offset around a rebalance) and committed past them: jobs never answered, or a partition whose lag
+stayed put (streams/faust_fixes.py, tests/unit/test_faust_fixes.py; seen with three busy CPU hogs beside it).
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from tools.kit import (
 )
 from tools.kit.results import of_group
 
-pytestmark = [pytest.mark.stack, pytest.mark.worker_restart, pytest.mark.known_failing]
+pytestmark = [pytest.mark.stack, pytest.mark.worker_restart]
 
 PHOTOS = 16
 COPIES = 2
