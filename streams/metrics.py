@@ -52,3 +52,6 @@ model_spend_budget_dollars_per_day = Gauge(
 consumer_lag = Gauge(
     "waste_consumer_lag", "Events not yet committed by this worker's group, per partition it holds",
     ["topic", "partition"])
+consumer_committed_offset = Gauge(
+    "waste_consumer_committed_offset", "The group's committed offset (the next event to process), per partition "
+    "this worker holds: a lag whose committed offset does not move is a stalled partition", ["topic", "partition"])

@@ -8,7 +8,7 @@ from typing import Any
 from faust.types import TP
 from prometheus_client import REGISTRY
 
-from agents.consumer_lag import partition_lags, publish_lags
+from agents.consumer_lag import PartitionLag, partition_lags, publish_lags
 from streams import topics
 
 
@@ -32,6 +32,11 @@ def lag(topic: str, partition: int) -> float | None:
     return REGISTRY.get_sample_value("waste_consumer_lag", {"topic": topic, "partition": str(partition)})
 
 
+def committed(topic: str, partition: int) -> float | None:
+    return REGISTRY.get_sample_value("waste_consumer_committed_offset",
+                                     {"topic": topic, "partition": str(partition)})
+
+
 def test_lag_is_what_the_group_has_not_committed() -> None:
     consumer = FakeConsumer({
         TP(topics.UPLOADS_COMPLETED, 0): (120, 100, 110),  # 20 behind what is committed
@@ -39,13 +44,17 @@ def test_lag_is_what_the_group_has_not_committed() -> None:
         TP(topics.VISION_REQUESTS, 3): (None, 5, 4),  # never fetched: unknown, not zero
         TP("waste-analysis-results_by_phash-changelog", 0): (900, 0, 0),  # a changelog: not ours to report
     })
-    assert partition_lags(consumer) == {(topics.UPLOADS_COMPLETED, 0): 20, (topics.UPLOADS_COMPLETED, 1): 5}
+    assert partition_lags(consumer) == {(topics.UPLOADS_COMPLETED, 0): PartitionLag(20, 100),
+                                        (topics.UPLOADS_COMPLETED, 1): PartitionLag(5, 45)}
 
 
 def test_partitions_handed_to_another_worker_stop_being_reported() -> None:
     reported: set[tuple[str, str]] = set()
-    publish_lags({(topics.IMAGES_HASHED, 0): 7, (topics.IMAGES_HASHED, 1): 3}, reported)
+    publish_lags({(topics.IMAGES_HASHED, 0): PartitionLag(7, 70), (topics.IMAGES_HASHED, 1): PartitionLag(3, 30)},
+                 reported)
     assert (lag(topics.IMAGES_HASHED, 0), lag(topics.IMAGES_HASHED, 1)) == (7, 3)
-    publish_lags({(topics.IMAGES_HASHED, 1): 0}, reported)
+    assert (committed(topics.IMAGES_HASHED, 0), committed(topics.IMAGES_HASHED, 1)) == (70, 30)
+    publish_lags({(topics.IMAGES_HASHED, 1): PartitionLag(0, 33)}, reported)
     assert lag(topics.IMAGES_HASHED, 0) is None and lag(topics.IMAGES_HASHED, 1) == 0
+    assert committed(topics.IMAGES_HASHED, 0) is None and committed(topics.IMAGES_HASHED, 1) == 33
     publish_lags({}, reported)
