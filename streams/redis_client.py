@@ -11,10 +11,12 @@ splits them by slot; reads of several keys in other slots use one GET per key, n
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -44,35 +46,79 @@ def retry_for(seconds: float) -> Retry:
 
 
 class PatientCluster(RedisCluster):
-    """A ``RedisCluster`` whose commands wait out a master's failover for ``wait_seconds``, as the single-server
-    client waits out a lost connection: redis-py 8.1 retries a command that met a dead master at once (its Retry
-    only counts the attempts), so every attempt meets the same dead node until a replica is promoted
-    (cluster-node-timeout and an election, 3-5 s on the stack), and a lookup that fails counts as a miss: a paid
-    call (``make chaos`` redis_master_failover). A cluster none of whose nodes answers is reported as a
+    """A ``RedisCluster`` whose commands and pipelines wait out a master's failover for ``wait_seconds``, as the
+    single-server client waits out a lost connection: redis-py 8.1 retries a command that met a dead master at
+    once (its Retry only counts the attempts), so every attempt meets the same dead node until a replica is
+    promoted (cluster-node-timeout and an election, 3-5 s on the stack), and a lookup that fails counts as a miss:
+    a paid call (``make chaos`` redis_master_failover). A cluster none of whose nodes answers is reported as a
     ``ConnectionError`` (redis-py raises ``RedisClusterException``, which is no ``RedisError``: it went past every
     caller's handler and crashed the worker's agents in ``make chaos`` redis_cluster_wipe), and so is redis-py's
-    reconnect race once the nodes are back (:func:`unreachable`). Pipelines are not covered."""
+    reconnect race once the nodes are back (:func:`unreachable`). A pipeline is sent again whole: every pipeline
+    of the project is made of idempotent commands (SET, SET NX, GET, DEL, ZADD, ZREM, EXPIREAT, ...)."""
 
     wait_seconds: float = 0.0
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        backoff = ExponentialBackoff(cap=0.5, base=0.05)
-        waited, attempt = 0.0, 0
-        while True:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except Exception as exc:
-                lost = unreachable(exc)
-                if lost is None:
+        return await _waiting_out_failovers(lambda: super(PatientCluster, self).execute_command(*args, **kwargs),
+                                            self.wait_seconds)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise redis_errors.RedisClusterException("shard_hint is deprecated in cluster mode")
+        return PatientPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's own pipeline()
+
+
+class PatientPipeline(ClusterPipeline):
+    """A cluster pipeline that, when a node cannot be reached, waits (the client's ``wait_seconds``) and sends
+    the same commands again: redis-py empties the pipeline after every attempt, so it keeps its own copy."""
+
+    def __init__(self, client: PatientCluster, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        self._wait_seconds = client.wait_seconds
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._queued.append((args, kwargs))
+        return super().execute_command(*args, **kwargs)
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued = list(self._queued)
+        first = True
+
+        async def attempt() -> list[Any]:
+            nonlocal first
+            if not first:  # the failed attempt emptied the pipeline: queue the same commands again
+                for args, kwargs in queued:
+                    super(PatientPipeline, self).execute_command(*args, **kwargs)
+            first = False
+            return await super(PatientPipeline, self).execute(raise_on_error, allow_redirections)
+
+        return cast(list[Any], await _waiting_out_failovers(attempt, self._wait_seconds))
+
+    async def reset(self) -> None:  # type: ignore[override]  # the name of RESET in the command mixins
+        self._queued = []
+        await super().reset()
+
+
+async def _waiting_out_failovers(call: Callable[[], Awaitable[Any]], wait_seconds: float) -> Any:
+    """``call()``, tried again with growing pauses while the cluster cannot be reached, for ``wait_seconds``."""
+    backoff = ExponentialBackoff(cap=0.5, base=0.05)
+    waited, attempt = 0.0, 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            lost = unreachable(exc)
+            if lost is None:
+                raise
+            attempt += 1
+            pause = backoff.compute(attempt)
+            if waited + pause > wait_seconds:
+                if lost is exc:
                     raise
-                attempt += 1
-                pause = backoff.compute(attempt)
-                if waited + pause > self.wait_seconds:
-                    if lost is exc:
-                        raise
-                    raise lost from exc
-                await asyncio.sleep(pause)
-                waited += pause
+                raise lost from exc
+            await asyncio.sleep(pause)
+            waited += pause
 
 
 def unreachable(exc: BaseException) -> redis_errors.RedisError | None:

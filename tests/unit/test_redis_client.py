@@ -83,3 +83,42 @@ def test_a_cluster_nobody_can_reach_is_a_connection_error_for_the_callers() -> N
     assert redis_client.unreachable(AttributeError("'Settings' object has no attribute 'x'")) is None
     assert redis_client.unreachable(e.RedisClusterException("CROSSSLOT: keys in different slots")) is None
     assert redis_client.unreachable(e.ResponseError("WRONGTYPE")) is None
+
+
+async def test_a_cluster_pipeline_waits_out_a_failover_and_sends_every_command_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reframed index's and the API's pipelines: redis-py empties a pipeline after a failed attempt, so the
+    retry must queue the same commands again (an empty retry would 'succeed' and lose the writes)."""
+    from redis.asyncio.cluster import ClusterPipeline
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    refusals = {"left": 2}
+    sent: list[int] = []  # commands in the pipeline at each attempt
+
+    async def master_down_then_promoted(self: ClusterPipeline, raise_on_error: bool = True,
+                                        allow_redirections: bool = True) -> list[object]:
+        sent.append(len(self))
+        try:
+            if refusals["left"]:
+                refusals["left"] -= 1
+                raise RedisConnectionError("Error 111 connecting to 127.0.0.1:17302")
+            return [True] * len(self)
+        finally:
+            await self.reset()  # as redis-py does after every attempt
+
+    monkeypatch.setattr(ClusterPipeline, "execute", master_down_then_promoted)
+    patient = redis_client.connect("redis+cluster://127.0.0.1:1/0", retry_seconds=5.0)
+    impatient = redis_client.connect("redis+cluster://127.0.0.1:1/0")
+    try:
+        pipe = patient.pipeline(transaction=False)  # (not entered: that would connect to the nodes)
+        pipe.set("reframed:features:x", b"f", ex=60)
+        pipe.zadd("reframed:word:7", {"x": 1.0})
+        pipe.expireat("reframed:word:7", 2_000_000_000)
+        assert await pipe.execute() == [True, True, True]
+        assert sent == [3, 3, 3]
+        refusals["left"] = 1
+        with pytest.raises(RedisConnectionError):  # no budget: the caller decides at once
+            await impatient.pipeline(transaction=False).set("k", 1).execute()
+    finally:
+        await patient.aclose()
+        await impatient.aclose()
