@@ -62,6 +62,19 @@ class PatientCluster(RedisCluster):
         return await _waiting_out_failovers(lambda: super(PatientCluster, self).execute_command(*args, **kwargs),
                                             self.wait_seconds)
 
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        # Also the first step of a pipeline (``async with``) and of a multi-key command split by slot (EXISTS, DEL):
+        # when no node answers it raises before any command is sent (make chaos redis_cluster_outage lost 2 jobs so).
+        await _waiting_out_failovers(lambda: super(PatientCluster, self).initialize(*args, **kwargs),
+                                     self.wait_seconds)
+        return self
+
+    async def _execute_pipeline_by_slot(  # type: ignore[override]  # redis-py types its async one as sync
+            self, command: str, slots_to_args: Any) -> list[Any]:
+        # How redis-py sends a multi-key command across slots (the result markers' EXISTS): one internal pipeline.
+        return cast(list[Any], await _waiting_out_failovers(
+            lambda: super(PatientCluster, self)._execute_pipeline_by_slot(command, slots_to_args), self.wait_seconds))
+
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise redis_errors.RedisClusterException("shard_hint is deprecated in cluster mode")
@@ -101,7 +114,10 @@ class PatientPipeline(ClusterPipeline):
 
 
 async def _waiting_out_failovers(call: Callable[[], Awaitable[Any]], wait_seconds: float) -> Any:
-    """``call()``, tried again with growing pauses while the cluster cannot be reached, for ``wait_seconds``."""
+    """``call()``, tried again with growing pauses while the cluster cannot be reached, for ``wait_seconds``.
+
+    An error that already waited its budget out (a nested wait: the client's ``initialize`` inside a command or a
+    pipeline) is raised at once, so the waits never add up."""
     backoff = ExponentialBackoff(cap=0.5, base=0.05)
     waited, attempt = 0.0, 0
     while True:
@@ -109,16 +125,20 @@ async def _waiting_out_failovers(call: Callable[[], Awaitable[Any]], wait_second
             return await call()
         except Exception as exc:
             lost = unreachable(exc)
-            if lost is None:
+            if lost is None or getattr(exc, _WAITED_OUT, False):
                 raise
             attempt += 1
             pause = backoff.compute(attempt)
             if waited + pause > wait_seconds:
+                setattr(lost, _WAITED_OUT, True)
                 if lost is exc:
                     raise
                 raise lost from exc
             await asyncio.sleep(pause)
             waited += pause
+
+
+_WAITED_OUT = "_waited_out_by_patient_cluster"
 
 
 def unreachable(exc: BaseException) -> redis_errors.RedisError | None:

@@ -442,6 +442,22 @@ async def redis_cluster_wipe(suite: Suite) -> str:
             f"cluster ok, empty, {time.monotonic() - killed:.1f} s after the kill")
 
 
+async def redis_cluster_outage(suite: Suite) -> str:
+    """Every node of the Redis Cluster killed, started again ``REDIS_MASTER_DOWN_S`` later from its AOF: the
+    cluster's counterpart of redis_outage (nothing answers for 16 s; the data comes back)."""
+    ports = suite.stack.redis_cluster_ports
+    keys = sum((await redis_cluster.keys_per_master(ports)).values())
+    for port in ports:
+        await asyncio.to_thread(redis_cluster.kill_node, suite.stack.dir, port)
+    killed = time.monotonic()
+    await asyncio.sleep(REDIS_MASTER_DOWN_S)
+    await asyncio.to_thread(suite.stack.run, "redis-cluster-up")
+    back = time.monotonic() - killed
+    keys_after = sum((await redis_cluster.keys_per_master(ports)).values())
+    return (f"kill -9 of all 6 nodes of the Redis Cluster ({keys} keys), started again {REDIS_MASTER_DOWN_S:.0f} s "
+            f"later from their AOF: cluster ok {back:.1f} s after the kill, {keys_after} keys")
+
+
 async def _stop_for(suite: Suite, name: str, seconds: float, sig: int = signal.SIGTERM) -> None:
     """Stop a service of the private stack with ``sig``, start it again ``seconds`` later."""
     suite.stack.signal(name, sig)
@@ -498,14 +514,15 @@ async def model_hang(suite: Suite) -> str:
 FAULTS: dict[str, Fault | None] = {
     "baseline": None, "worker_kill": worker_kill, "worker_pause": worker_pause,
     "redis_master_failover": redis_master_failover, "redis_master_restart": redis_master_restart,
-    "redis_cluster_wipe": redis_cluster_wipe, "edge_stop": edge_stop, "s3_stop": s3_stop,
+    "redis_cluster_wipe": redis_cluster_wipe, "redis_cluster_outage": redis_cluster_outage,
+    "edge_stop": edge_stop, "s3_stop": s3_stop,
     "model_storm": model_storm, "model_hang": model_hang, "broker_leader_kill": broker_leader_kill,
     "redis_restart": redis_restart, "redis_outage": redis_outage, "redis_wipe": redis_wipe, "broker_kill": broker_kill,
 }
 # Faults of one component that only one kind of stack has: a cluster's broker or master, the only broker or the
 # single Redis. The others run on the stack --stack names; baseline runs first on every stack a run uses.
 NEEDS = {"broker_leader_kill": CLUSTER, "redis_master_failover": CLUSTER, "redis_master_restart": CLUSTER,
-         "redis_cluster_wipe": CLUSTER,
+         "redis_cluster_wipe": CLUSTER, "redis_cluster_outage": CLUSTER,
          "broker_kill": SINGLE, "redis_restart": SINGLE, "redis_outage": SINGLE, "redis_wipe": SINGLE}
 
 

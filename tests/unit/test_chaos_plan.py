@@ -22,7 +22,8 @@ def test_every_fault_runs_on_the_cluster_by_default_but_those_of_a_single_broker
     on_cluster, on_single = (names for _, names in groups)
     assert on_cluster[0] == "baseline" and on_single[0] == "baseline"  # each stack's own reference
     assert {"worker_kill", "worker_pause", "edge_stop", "s3_stop", "model_storm", "model_hang", "broker_leader_kill",
-            "redis_master_failover", "redis_master_restart", "redis_cluster_wipe"} <= set(on_cluster)
+            "redis_master_failover", "redis_master_restart", "redis_cluster_wipe",
+            "redis_cluster_outage"} <= set(on_cluster)
     assert set(on_single) == {"baseline", "broker_kill", "redis_restart", "redis_outage", "redis_wipe"}
 
 

@@ -122,3 +122,38 @@ async def test_a_cluster_pipeline_waits_out_a_failover_and_sends_every_command_a
     finally:
         await patient.aclose()
         await impatient.aclose()
+
+
+async def test_a_cluster_nobody_answers_is_waited_out_before_any_command_and_the_waits_never_add_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's ``initialize`` (the first step of a pipeline and of a multi-key EXISTS) raises before any
+    command is sent when no node answers: it waits too (make chaos redis_cluster_outage lost 2 jobs when it did
+    not), and a command around it does not wait its own budget again."""
+    from redis import exceptions as e
+
+    outage = {"left": 2}
+    attempts: list[int] = []
+
+    async def nobody_answers(self: RedisCluster, *args: object, **kwargs: object) -> RedisCluster:
+        attempts.append(1)
+        if outage["left"]:
+            outage["left"] -= 1
+            raise e.RedisClusterException("Redis Cluster cannot be connected.") from e.ConnectionError("Error 111")
+        return self
+
+    monkeypatch.setattr(RedisCluster, "initialize", nobody_answers)
+    patient = redis_client.connect("redis+cluster://127.0.0.1:1/0", retry_seconds=1.0)
+    try:
+        await patient.initialize()
+        assert len(attempts) == 3
+        attempts.clear()
+        outage["left"] = 10_000  # down for good
+        with pytest.raises(e.ConnectionError):
+            await patient.initialize()
+        inner = len(attempts)
+        attempts.clear()
+        with pytest.raises(e.ConnectionError):  # a wait around a wait that already gave up: no second budget
+            await redis_client._waiting_out_failovers(patient.initialize, 30.0)
+        assert len(attempts) == inner
+    finally:
+        await patient.aclose()
