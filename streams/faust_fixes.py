@@ -114,7 +114,7 @@ def _new_consumer_thread(self: Any) -> faust_aiokafka.AIOKafkaConsumerThread:
     return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover (the worker's fetch loop)
+async def _drain_messages(self: Any, fetcher: Any) -> None:
     """faust-streaming 0.15.3's ``Consumer._drain_messages``, except that an event below the read offset is
     delivered again instead of dropped (see the module's docstring); gaps are still recorded going forward."""
     callback = self.callback
