@@ -70,15 +70,20 @@ class Delivery:
         return self._jobs
 
     def finish(self, calls: CallRegistry) -> list[ImageHashed]:
-        """Take the call off the in-flight table; returns the jobs that joined it since ``jobs`` and are still
-        open (the caller answers them too)."""
+        """Take the call off the in-flight table once every job on it is answered; else return the jobs that
+        joined it since ``jobs`` and are still open (the caller answers them, then calls this again). The entry
+        stays while any of them is open: a worker killed before their results are acknowledged leaves them in
+        the table for the redelivered request (taking it first lost such late waiters in the crash test)."""
         try:
-            taken = calls.take(self.request.phash)
+            inflight = calls.entry(self.request.phash)
+            late = self.still_open(jobs_of_call(self.request.job, inflight.owner if inflight else None,
+                                                inflight.waiters if inflight else ()))
+            if not late:  # no await since the read: nobody joined in between
+                calls.take(self.request.phash)
         except Exception:  # an unreadable entry: nothing more can be learnt from it
             log.exception("phash=%s: could not take the call off the in-flight table", self.request.phash)
             return []
-        late = jobs_of_call(self.request.job, taken.owner if taken else None, taken.waiters if taken else ())
-        return self.still_open(late)
+        return late
 
     def still_open(self, jobs: list[ImageHashed]) -> list[ImageHashed]:
         return [job for job in jobs if job.job_id not in self.answered]

@@ -103,3 +103,34 @@ async def test_a_job_that_joins_while_the_results_go_out_is_answered_too(harness
     await answering
     assert harness.results_by_job().keys() == {"owner", "late"}
     assert harness.ctx.calls.entry(PHASH) is None
+
+
+async def test_a_late_waiter_stays_in_the_table_until_its_own_result_is_acknowledged(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that joined while the first results went out is answered in a second round; a worker killed before
+    the broker acknowledged that round must leave it in the table, or the redelivered request (which finds the
+    owner's result already published) answers nobody and the late job never gets a result (the crash test)."""
+    import streams.outcomes
+
+    held = HeldResults(harness.results)
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
+    await deduplicate(harness.ctx, hashed("owner"))
+    _, request = harness.requests.messages.pop(0)
+    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+    while not harness.results.messages:
+        await asyncio.sleep(0)
+    harness.ctx.calls.add_waiter(PHASH, hashed("late"))
+    held.ack_all()  # the owner's result is acknowledged; the late job's goes out next
+    while len(harness.results.messages) < 2:
+        await asyncio.sleep(0)
+    entry = harness.ctx.calls.entry(PHASH)
+    assert entry is not None and [w.job_id for w in entry.waiters] == ["late"]
+    answering.cancel()  # the worker dies before the late job's result is acknowledged
+    for future in held.pending:
+        future.cancel()
+    await asyncio.gather(answering, return_exceptions=True)
+    harness.results.messages.clear()
+    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", harness.results)
+    await answer_request(harness.ctx, VisionRequest.model_validate_json(request))  # the redelivered request
+    assert "late" in harness.results_by_job()
+    assert harness.ctx.calls.entry(PHASH) is None
