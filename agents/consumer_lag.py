@@ -12,7 +12,7 @@ processes, as faust-streaming's dropped events once caused: streams/faust_fixes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from streams import metrics, topics
@@ -27,16 +27,21 @@ class PartitionLag(NamedTuple):
     committed: int  # the offset the lag is measured from: the next event to process
 
 
-def partition_lags(consumer: Any, sources: Iterable[str] = topics.WORKER_SOURCES
-                   ) -> dict[tuple[str, int], PartitionLag]:
-    """(topic, partition) -> lag and committed offset, for the partitions of ``sources`` the consumer holds."""
+def partition_lags(consumer: Any, sources: Iterable[str] = topics.WORKER_SOURCES,
+                   end_offsets: Mapping[Any, int] | None = None) -> dict[tuple[str, int], PartitionLag]:
+    """(topic, partition) -> lag and committed offset, for the partitions of ``sources`` the consumer holds.
+
+    ``end_offsets``: the broker's end offsets of partitions not fetched from yet (no high-water mark known): a
+    partition held but never fetched is the stuck kind the lag must show, not hide."""
     wanted = set(sources)
     lags: dict[tuple[str, int], PartitionLag] = {}
     for tp in consumer.assignment():
         if tp.topic not in wanted:
             continue
         highwater = consumer.highwater(tp)
-        if highwater is None:  # not fetched from yet
+        if highwater is None:
+            highwater = (end_offsets or {}).get(tp)
+        if highwater is None:  # not fetched from yet, and no end offset asked for
             continue
         committed = consumer._committed_offset.get(tp)
         if committed is None:  # nothing committed by this worker yet: what it has read is the best it knows
@@ -67,8 +72,11 @@ def publish_lags(lags: dict[tuple[str, int], PartitionLag], reported: set[tuple[
 
 @app.timer(interval=LAG_INTERVAL_SECONDS)
 async def export_consumer_lag() -> None:
+    consumer = app.consumer
     try:
-        lags = partition_lags(app.consumer)
+        unfetched = [tp for tp in consumer.assignment()
+                     if tp.topic in topics.WORKER_SOURCES and consumer.highwater(tp) is None]
+        lags = partition_lags(consumer, end_offsets=await consumer.highwaters(*unfetched) if unfetched else None)
     except Exception as exc:  # the consumer is starting or rebalancing: skip this round
         log.debug("consumer lag not available: %s", exc)
         return

@@ -48,6 +48,14 @@ def test_lag_is_what_the_group_has_not_committed() -> None:
                                         (topics.UPLOADS_COMPLETED, 1): PartitionLag(5, 45)}
 
 
+def test_a_partition_held_but_never_fetched_shows_its_lag_from_the_broker_s_end_offset() -> None:
+    never_fetched = TP(topics.UPLOADS_COMPLETED, 2)
+    consumer = FakeConsumer({never_fetched: (None, 100, None)})
+    assert partition_lags(consumer) == {}  # no high-water mark: nothing to compute from
+    assert partition_lags(consumer, end_offsets={never_fetched: 125}) == {
+        (topics.UPLOADS_COMPLETED, 2): PartitionLag(25, 100)}
+
+
 def test_partitions_handed_to_another_worker_stop_being_reported() -> None:
     reported: set[tuple[str, str]] = set()
     publish_lags({(topics.IMAGES_HASHED, 0): PartitionLag(7, 70), (topics.IMAGES_HASHED, 1): PartitionLag(3, 30)},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import time
 import uuid
 
 import pytest
@@ -284,6 +285,40 @@ async def test_worker_exposes_prometheus_metrics(pipeline) -> None:  # type: ign
                  "waste_fetch_total", "waste_failures_total"):
         assert name in body
     assert 'waste_results_total{source="model",status="done"}' in body
+
+
+async def test_worker_exports_lag_and_committed_offset_for_every_partition_it_holds(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """What the ConsumerLagGrowing and PartitionStalled alerts read (monitoring/alerts.yml), from the real worker:
+    the session's only worker of its group holds every partition of the uploads topic."""
+    import re
+
+    import aiohttp
+
+    from tools.kafka_admin import partition_counts
+
+    count = (await partition_counts(pipeline.settings, [topics.UPLOADS_COMPLETED]))[topics.UPLOADS_COMPLETED]
+    key = await pipeline.client.upload(samples.photo_bytes(192))
+    async with pipeline.client.results() as watcher:
+        await watcher.wait_for([await watcher.publish(key)])
+    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/metrics"
+
+    def reported(body: str, metric: str) -> dict[int, float]:
+        pattern = rf'{metric}{{partition="(\d+)",topic="{re.escape(topics.UPLOADS_COMPLETED)}"}} (\S+)'
+        return {int(p): float(v) for p, v in re.findall(pattern, body)}
+
+    deadline = time.monotonic() + 60  # the worker exports every LAG_INTERVAL_SECONDS (15 s)
+    lags: dict[int, float] = {}
+    committed: dict[int, float] = {}
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(url) as resp:
+                body = await resp.text()
+            lags, committed = reported(body, "waste_consumer_lag"), reported(body, "waste_consumer_committed_offset")
+            if len(lags) == count and len(committed) == count:
+                break
+            await asyncio.sleep(1.0)
+    assert sorted(lags) == sorted(committed) == list(range(count)), (lags, committed)
+    assert all(lag >= 0 for lag in lags.values()) and all(offset > 0 for offset in committed.values())
 
 
 async def test_worker_readiness_lists_the_partitions_it_holds(pipeline) -> None:  # type: ignore[no-untyped-def]
