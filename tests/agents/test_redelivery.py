@@ -56,29 +56,44 @@ class HeldResults:
                 future.set_result(None)
 
 
-async def test_a_call_stays_in_flight_until_the_broker_has_its_results(harness: Harness,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Killed after sending its waiters' results but before the broker acknowledged them, a worker leaves the call
-    in its table: the redelivered request answers the waiters again instead of only its own job."""
+async def answering_with_held_results(harness: Harness, monkeypatch: pytest.MonkeyPatch, *waiters: str
+                                      ) -> tuple[HeldResults, bytes, asyncio.Task[None]]:
+    """The owner's request being answered (with ``waiters`` already on its call) while the broker holds back its
+    acknowledgements: (the held topic, the request, the answering task)."""
     import streams.outcomes
 
     held = HeldResults(harness.results)
     monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
-    await deduplicate(harness.ctx, hashed("owner"))
-    await deduplicate(harness.ctx, hashed("waiter"))
+    for job in ("owner", *waiters):
+        await deduplicate(harness.ctx, hashed(job))
     _, request = harness.requests.messages.pop(0)
-    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
-    while len(harness.results.messages) < 2:  # both results sent, none acknowledged
-        await asyncio.sleep(0)
-    assert not answering.done()
-    assert harness.ctx.calls.entry(PHASH) is not None, "the call left the table before its results were delivered"
-    answering.cancel()  # the worker dies here: the results were never acknowledged
+    return held, request, asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+
+
+async def kill_and_redeliver(harness: Harness, monkeypatch: pytest.MonkeyPatch, held: HeldResults, request: bytes,
+                             answering: asyncio.Task[None]) -> None:
+    """The worker dies with its results unacknowledged; the partition's next owner gets the request again."""
+    import streams.outcomes
+
+    answering.cancel()
     for future in held.pending:
         future.cancel()
     await asyncio.gather(answering, return_exceptions=True)
     harness.results.messages.clear()
     monkeypatch.setattr(streams.outcomes, "analysis_results_topic", harness.results)
-    await answer_request(harness.ctx, VisionRequest.model_validate_json(request))  # the redelivered request
+    await answer_request(harness.ctx, VisionRequest.model_validate_json(request))
+
+
+async def test_a_call_stays_in_flight_until_the_broker_has_its_results(harness: Harness,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after sending its waiters' results but before the broker acknowledged them, a worker leaves the call
+    in its table: the redelivered request answers the waiters again instead of only its own job."""
+    held, request, answering = await answering_with_held_results(harness, monkeypatch, "waiter")
+    while len(harness.results.messages) < 2:  # both results sent, none acknowledged
+        await asyncio.sleep(0)
+    assert not answering.done()
+    assert harness.ctx.calls.entry(PHASH) is not None, "the call left the table before its results were delivered"
+    await kill_and_redeliver(harness, monkeypatch, held, request, answering)
     assert harness.results_by_job().keys() == {"owner", "waiter"}
     assert harness.ctx.calls.entry(PHASH) is None  # answered and acknowledged: the call is done
     assert len(harness.vision.calls) == 1  # the answer was cached; not paid again
@@ -86,13 +101,7 @@ async def test_a_call_stays_in_flight_until_the_broker_has_its_results(harness: 
 
 async def test_a_job_that_joins_while_the_results_go_out_is_answered_too(harness: Harness,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.outcomes
-
-    held = HeldResults(harness.results)
-    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
-    await deduplicate(harness.ctx, hashed("owner"))
-    _, request = harness.requests.messages.pop(0)
-    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+    held, _, answering = await answering_with_held_results(harness, monkeypatch)
     while not harness.results.messages:
         await asyncio.sleep(0)
     harness.ctx.calls.add_waiter(PHASH, hashed("late"))  # joined before the call left the table
@@ -110,13 +119,7 @@ async def test_a_late_waiter_stays_in_the_table_until_its_own_result_is_acknowle
     """A job that joined while the first results went out is answered in a second round; a worker killed before
     the broker acknowledged that round must leave it in the table, or the redelivered request (which finds the
     owner's result already published) answers nobody and the late job never gets a result (the crash test)."""
-    import streams.outcomes
-
-    held = HeldResults(harness.results)
-    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", held)
-    await deduplicate(harness.ctx, hashed("owner"))
-    _, request = harness.requests.messages.pop(0)
-    answering = asyncio.create_task(answer_request(harness.ctx, VisionRequest.model_validate_json(request)))
+    held, request, answering = await answering_with_held_results(harness, monkeypatch)
     while not harness.results.messages:
         await asyncio.sleep(0)
     harness.ctx.calls.add_waiter(PHASH, hashed("late"))
@@ -125,12 +128,6 @@ async def test_a_late_waiter_stays_in_the_table_until_its_own_result_is_acknowle
         await asyncio.sleep(0)
     entry = harness.ctx.calls.entry(PHASH)
     assert entry is not None and [w.job_id for w in entry.waiters] == ["late"]
-    answering.cancel()  # the worker dies before the late job's result is acknowledged
-    for future in held.pending:
-        future.cancel()
-    await asyncio.gather(answering, return_exceptions=True)
-    harness.results.messages.clear()
-    monkeypatch.setattr(streams.outcomes, "analysis_results_topic", harness.results)
-    await answer_request(harness.ctx, VisionRequest.model_validate_json(request))  # the redelivered request
+    await kill_and_redeliver(harness, monkeypatch, held, request, answering)
     assert "late" in harness.results_by_job()
     assert harness.ctx.calls.entry(PHASH) is None
